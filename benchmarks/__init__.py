@@ -1,0 +1,1 @@
+"""Benchmarks of livenotify against a ``websockets`` peer: ``python -m benchmarks``."""

@@ -1,0 +1,487 @@
+"""A hypothesis state machine against a live ``livenotify serve``.
+
+It opens TCP and WebSocket connections, subscribes, unsubscribes, registers,
+publishes in both forms, sends garbage and drops connections without a
+goodbye, while keeping a model of who is subscribed to what. After every
+step it checks that each connection received exactly what the model says:
+every notification to exactly the model's subscribers, once, in publish
+order; every bad input its error code; nothing else. Completion is known by
+a ping round trip on each connection: the server queues replies and
+notifications on one per-connection queue, so the pong comes after anything
+queued before it.
+
+One server serves the whole module; every example tears its connections
+down and then checks, through the console ``stats``, that the server is back
+to zero connections and zero subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from fuzz.profiles import stateful_settings
+from fuzz.strategies import deep_json, json_values
+from fuzz.wire import Closed, Conn, TcpConn, WsConn
+from livenotify import protocol
+from livenotify.config import Limits
+from tests.helpers import ServerProcess, running_server
+
+CATALOG = ("a", "b", "c")
+#: Names a client may try: the catalog, "everything", and one unknown.
+NAMES = (*CATALOG, "*", "zzz")
+#: Small, so over-long input is cheap to send.
+MAX_MESSAGE_BYTES = 4096
+LIMITS = Limits(max_message_bytes=MAX_MESSAGE_BYTES)
+#: Connections open at once: enough for fan-out, few enough that every
+#: step's ping round trip on each stays cheap.
+MAX_PEERS = 5
+#: Bound on waiting for the server to notice a disconnect.
+SETTLE_TIMEOUT = 10.0
+HEX_ID = re.compile(r"[0-9a-f]{32}")
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+STATS = r"^connections=(\d+) subscribers=(\d+) "
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    args = ("--events", ",".join(CATALOG), "--rate-limit", "0", "--no-worker",
+            "--max-message-bytes", str(MAX_MESSAGE_BYTES))  # fmt: skip
+    with running_server(*args) as srv:
+        yield srv
+
+
+@dataclass
+class Peer:
+    """One live connection and what the model says about it."""
+
+    name: str
+    conn: Conn
+    #: Everything it is subscribed to (the hub's view).
+    subs: set[str]
+    #: What it subscribed to by message (what ``registered`` reports).
+    explicit: set[str] = field(default_factory=set)
+    #: Messages owed to it since the last sync, in order (normalised).
+    expected: list[Any] = field(default_factory=list)
+
+
+def normalise(obj: dict[str, Any], ids: dict[int, set[str]] | None = None) -> Any:
+    """A received message in the form the model predicts it; notification ids
+    are collected into ``ids`` by the ``seq`` the machine put in each."""
+    kind = obj.get("type")
+    if kind == "error":
+        assert obj["code"] in protocol.ERROR_CODES and isinstance(obj["message"], str)
+        return ("error", obj["code"])
+    if kind == "published":
+        assert HEX_ID.fullmatch(obj["id"]), obj
+        return ("published", obj["event"], obj["delivered"], obj["id"])
+    if kind in CATALOG:
+        body = dict(obj)
+        notification_id = body.pop("id")
+        assert HEX_ID.fullmatch(notification_id), obj
+        assert TIMESTAMP.fullmatch(body.pop("timestamp")), obj
+        if ids is not None:
+            seq = body["seq"] if "seq" in body else body["data"]["seq"]
+            ids.setdefault(seq, set()).add(notification_id)
+        return ("notification", body)
+    return obj
+
+
+def oracle_code(text: str, kind: str) -> str | None:
+    """The error code the contract gives ``text`` on transport ``kind``, or
+    None if it is not an error (or sends nothing, like a blank TCP line)."""
+    try:
+        if kind == "ws":
+            protocol.decode_client(text, CATALOG, LIMITS)
+        else:
+            stripped = text.strip()
+            if not stripped:
+                return None
+            if stripped[0] in "{[":
+                protocol.decode_client(stripped, CATALOG, LIMITS)
+            else:
+                protocol.decode_command(stripped, LIMITS)
+    except protocol.ProtocolError as exc:
+        return exc.code
+    return None
+
+
+# Inputs that must get exactly this error and leave the connection open.
+GARBAGE: list[tuple[str, str]] = [
+    ("{", protocol.INVALID_JSON),
+    ('{"type":"ping","x":NaN}', protocol.INVALID_JSON),
+    ("[1,2]", protocol.INVALID_MESSAGE),
+    ('{"type":1}', protocol.INVALID_MESSAGE),
+    ('{"type":"nope"}', protocol.UNKNOWN_TYPE),
+    ('{"type":"*","data":1}', protocol.UNKNOWN_TYPE),
+    ('{"type":"subscribe","events":["bad name"]}', protocol.INVALID_EVENT),
+    ('{"type":"subscribe","events":"zzz"}', protocol.UNKNOWN_EVENT),
+    ('{"type":"subscribe","events":{"a":1}}', protocol.INVALID_MESSAGE),
+    ('{"type":"publish","event":"a","message":5}', protocol.INVALID_MESSAGE),
+    ('{"type":"publish","data":{}}', protocol.INVALID_EVENT),
+    ('{"type":"register","email":"nope"}', protocol.INVALID_EMAIL),
+    ('{"type":"register","email":"' + "u" * 250 + '@ex.io"}', protocol.INVALID_EMAIL),
+    ('{"type":"ping","x":' + deep_json(40) + "}", protocol.JSON_TOO_DEEP),
+    (json.dumps({"type": "subscribe", "events": ["a"] * 101}), protocol.TOO_MANY_EVENTS),
+    ('{"type":"ping","x":"\\u0000 is fine escaped","y":"\x00"}', protocol.NUL_BYTE),
+]
+TCP_GARBAGE: list[tuple[bytes, str]] = [
+    (b"flibble", protocol.UNKNOWN_COMMAND),
+    (b"events now", protocol.UNKNOWN_COMMAND),
+    (b"subscribe", protocol.INVALID_MESSAGE),
+    (b"register a@b.io c@d.io", protocol.INVALID_EMAIL),
+    (b"\xff\xfe{}", protocol.INVALID_UTF8),
+    (b"ping\x00", protocol.NUL_BYTE),
+    (b"x" * (MAX_MESSAGE_BYTES + 1), protocol.MESSAGE_TOO_LARGE),
+    (b'{"type":"ping","pad":"' + b"x" * MAX_MESSAGE_BYTES + b'"}', protocol.MESSAGE_TOO_LARGE),
+]
+random_text = st.text(max_size=40).filter(lambda t: "\n" not in t)
+
+
+@dataclass(frozen=True)
+class PublishItem:
+    event: str
+    seed_form: bool
+    value: Any
+    message: str | None
+
+
+publish_items = st.builds(
+    PublishItem,
+    event=st.sampled_from(NAMES),
+    seed_form=st.booleans(),
+    value=json_values(),
+    message=st.none() | st.text(max_size=10),
+)
+
+
+class LiveServerMachine(RuleBasedStateMachine):
+    """Drives one live server; the model is :attr:`peers`."""
+
+    #: Set on a per-test subclass (hypothesis builds machines from a class).
+    SERVER: ServerProcess
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.server = self.SERVER
+        self.peers: dict[str, Peer] = {}
+        self.counter = 0
+        self.run_id = uuid.uuid4().hex[:8]
+        #: seq -> ids seen on notifications carrying it (one id per publish).
+        self.ids: dict[int, set[str]] = {}
+        # The previous example's teardown left the server empty.
+        self.settle()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def pick(self, index: int) -> Peer:
+        return self.peers[sorted(self.peers)[index % len(self.peers)]]
+
+    def sync(self, peer: Peer) -> None:
+        """Ping; everything read before the pong must be exactly what is owed."""
+        peer.conn.send_text('{"type":"ping"}')
+        got: list[Any] = []
+        while True:
+            try:
+                obj = peer.conn.recv()
+            except (Closed, TimeoutError) as exc:
+                raise AssertionError(
+                    f"{peer.name}: {exc!r} after {got}; expected {peer.expected}\n"
+                    f"server log:\n{self.server.log_text()}"
+                ) from None
+            if obj.get("type") == "pong":
+                assert TIMESTAMP.fullmatch(obj["timestamp"]), obj
+                break
+            got.append(normalise(obj, self.ids))
+        assert got == peer.expected, f"{peer.name}: got {got}, expected {peer.expected}"
+        peer.expected.clear()
+
+    def sync_all(self) -> None:
+        for peer in list(self.peers.values()):
+            self.sync(peer)
+
+    def settle(self) -> None:
+        """Wait until the server's counts match the model (disconnects are async)."""
+        want = (len(self.peers), sum(len(p.subs) for p in self.peers.values()))
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            m = self.server.command("stats", STATS)
+            got = (int(m.group(1)), int(m.group(2)))
+            if got == want:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"stats say connections,subscribers={got}, model says {want}\n"
+                    f"server log:\n{self.server.log_text()}"
+                )
+            time.sleep(0.02)  # polling a counter; there is no event to await
+
+    def add(self, conn: Conn, subs: set[str], owed: list[Any]) -> None:
+        assert conn.recv() == {"type": "welcome", "events": list(CATALOG)}
+        peer = Peer(self.fresh(conn.kind), conn, subs, expected=owed)
+        self.peers[peer.name] = peer
+        # The ping also proves the initial subscriptions are in place.
+        self.sync(peer)
+
+    def drop(self, peer: Peer) -> None:
+        del self.peers[peer.name]
+        self.settle()
+
+    # -- connections -----------------------------------------------------------
+
+    @precondition(lambda self: len(self.peers) < MAX_PEERS)
+    @rule()
+    def connect_tcp(self) -> None:
+        self.add(TcpConn(self.server.tcp_port), set(), [])
+
+    @precondition(lambda self: len(self.peers) < MAX_PEERS)
+    @rule(query=st.sampled_from(["", "?events=a,b", "?events=c", "?events=a,zzz", "?events=*"]))
+    def connect_ws(self, query: str) -> None:
+        if not query:
+            subs, owed = {"*"}, []
+        else:
+            names = query.removeprefix("?events=").split(",")
+            subs = {n for n in names if n != "zzz"}
+            owed = [("error", protocol.UNKNOWN_EVENT)] if "zzz" in names else []
+        self.add(WsConn(self.server.ws_port, "/" + query), subs, owed)
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1))
+    def disconnect_abruptly(self, index: int) -> None:
+        peer = self.pick(index)
+        peer.conn.close_abruptly()
+        self.drop(peer)
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1), command=st.sampled_from(["json", "exit", "quit"]))
+    def leave(self, index: int, command: str) -> None:
+        peer = self.pick(index)
+        conn = peer.conn
+        if isinstance(conn, TcpConn):
+            conn.send_text('{"type":"exit"}' if command == "json" else command)
+            assert conn.recv() == {"type": "goodbye", "reason": "exit"}
+            with pytest.raises(Closed):
+                conn.recv()
+        else:
+            conn.send_text('{"type":"exit"}')
+            with pytest.raises(Closed) as info:
+                conn.recv()
+            assert info.value.code == 1000, info.value
+        conn.close()
+        self.drop(peer)
+
+    # -- subscriptions ---------------------------------------------------------
+
+    @precondition(lambda self: self.peers)
+    @rule(
+        index=st.integers(0, MAX_PEERS - 1),
+        events=st.lists(st.sampled_from(NAMES), max_size=4),
+        unsubscribe=st.booleans(),
+        as_command=st.booleans(),
+    )
+    def change_subscriptions(
+        self, index: int, events: list[str], unsubscribe: bool, as_command: bool
+    ) -> None:
+        peer = self.pick(index)
+        verb = "unsubscribe" if unsubscribe else "subscribe"
+        if as_command and peer.conn.kind == "tcp" and events:
+            peer.conn.send_text(" ".join([verb, *events]))
+        else:
+            peer.conn.send({"type": verb, "events": events})
+        if unsubscribe:
+            peer.subs -= set(events)
+            peer.explicit -= set(events)
+            peer.expected.append({"type": "unsubscribed", "events": sorted(peer.subs)})
+        elif "zzz" in events:
+            peer.expected.append(("error", protocol.UNKNOWN_EVENT))
+        else:
+            peer.subs |= set(events)
+            peer.explicit |= set(events)
+            peer.expected.append({"type": "subscribed", "events": sorted(peer.subs)})
+        self.sync(peer)
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1), what=st.sampled_from(["events", "subscriptions"]))
+    def ask(self, index: int, what: str) -> None:
+        peer = self.pick(index)
+        peer.conn.send({"type": what})
+        listed = list(CATALOG) if what == "events" else sorted(peer.subs)
+        peer.expected.append({"type": what, "events": listed})
+        self.sync(peer)
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1))
+    def register(self, index: int) -> None:
+        peer = self.pick(index)
+        # A new address every time: nothing stored to restore, so the reply
+        # is exactly what this connection subscribed to by message.
+        email = f"{self.fresh('u')}-{self.run_id}@example.com"
+        peer.conn.send({"type": "register", "email": email})
+        peer.expected.append({"type": "registered", "email": email,
+                              "events": sorted(peer.explicit)})  # fmt: skip
+        self.sync(peer)
+
+    # -- publishing ------------------------------------------------------------
+
+    @precondition(lambda self: self.peers)
+    @rule(
+        index=st.integers(0, MAX_PEERS - 1),
+        items=st.lists(publish_items, min_size=1, max_size=4),
+    )
+    def publish(self, index: int, items: list[PublishItem]) -> None:
+        """Pipeline a few publishes from one connection, then check every inbox."""
+        publisher = self.pick(index)
+        replied: list[int] = []  # seqs of the publishes that get a "published" reply
+        self.ids.clear()
+        for item in items:
+            seq = self.counter = self.counter + 1
+            if item.seed_form:
+                obj: dict[str, Any] = {"type": item.event, "seq": seq, "payload": item.value}
+                if item.message is not None:
+                    obj["message"] = item.message
+                body = {k: v for k, v in obj.items()}
+            else:
+                data = {"seq": seq, "value": item.value}
+                obj = {"type": "publish", "event": item.event, "data": data}
+                body = {"type": item.event, "data": data}
+                if item.message is not None:
+                    obj["message"] = body["message"] = item.message
+            publisher.conn.send(obj)
+            if item.event not in CATALOG:
+                if item.seed_form:
+                    code = protocol.UNKNOWN_TYPE
+                elif item.event == "*":
+                    code = protocol.INVALID_EVENT
+                else:
+                    code = protocol.UNKNOWN_EVENT
+                publisher.expected.append(("error", code))
+                continue
+            receivers = [
+                p for p in self.peers.values()
+                if (item.event in p.subs or "*" in p.subs)
+                and not (item.seed_form and p is publisher)  # seed form relays to others
+            ]  # fmt: skip
+            for peer in receivers:
+                peer.expected.append(("notification", body))
+            if not item.seed_form:
+                replied.append(seq)
+                publisher.expected.append(("published", item.event, len(receivers), None))
+        self.check_inboxes(publisher, replied)
+
+    def check_inboxes(self, publisher: Peer, replied: list[int]) -> None:
+        """Sync everyone; one id per notification, the one ``published`` named."""
+        # The reply's id is random: read the publisher first and adopt it.
+        publisher.conn.send_text('{"type":"ping"}')
+        got: list[Any] = []
+        ids: list[str] = []
+        while (obj := publisher.conn.recv()).get("type") != "pong":
+            item = normalise(obj, self.ids)
+            if item[0] == "published":
+                ids.append(item[3])
+                item = (*item[:3], None)
+            got.append(item)
+        assert got == publisher.expected, (
+            f"{publisher.name}: got {got}, expected {publisher.expected}"
+        )
+        publisher.expected.clear()
+        self.sync_all()
+        assert all(len(seen) == 1 for seen in self.ids.values()), self.ids
+        for seq, published_id in zip(replied, ids, strict=True):
+            assert self.ids.get(seq, {published_id}) == {published_id}, (seq, self.ids)
+
+    # -- bad input -------------------------------------------------------------
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1), case=st.sampled_from(GARBAGE))
+    def garbage(self, index: int, case: tuple[str, str]) -> None:
+        peer = self.pick(index)
+        text, code = case
+        peer.conn.send_text(text)
+        peer.expected.append(("error", code))
+        self.sync(peer)
+
+    @precondition(lambda self: any(p.conn.kind == "tcp" for p in self.peers.values()))
+    @rule(index=st.integers(0, MAX_PEERS - 1), case=st.sampled_from(TCP_GARBAGE))
+    def tcp_garbage(self, index: int, case: tuple[bytes, str]) -> None:
+        tcp = [p for p in self.peers.values() if isinstance(p.conn, TcpConn)]
+        peer = tcp[index % len(tcp)]
+        assert isinstance(peer.conn, TcpConn)
+        data, code = case
+        peer.conn.send_raw(data + b"\n")
+        peer.expected.append(("error", code))
+        self.sync(peer)
+
+    @precondition(lambda self: self.peers)
+    @rule(index=st.integers(0, MAX_PEERS - 1), text=random_text)
+    def random_input(self, index: int, text: str) -> None:
+        peer = self.pick(index)
+        code = oracle_code(text, peer.conn.kind)
+        if code is None:
+            return  # a valid message or a blank line: the other rules model those
+        peer.conn.send_text(text)
+        peer.expected.append(("error", code))
+        self.sync(peer)
+
+    @precondition(lambda self: any(p.conn.kind == "ws" for p in self.peers.values()))
+    @rule(index=st.integers(0, MAX_PEERS - 1), data=st.binary(max_size=20))
+    def binary_frame(self, index: int, data: bytes) -> None:
+        ws = [p for p in self.peers.values() if isinstance(p.conn, WsConn)]
+        peer = ws[index % len(ws)]
+        assert isinstance(peer.conn, WsConn)
+        peer.conn.send_binary(data)
+        peer.expected.append(("error", protocol.BINARY_FRAME))
+        self.sync(peer)
+
+    @precondition(lambda self: any(p.conn.kind == "ws" for p in self.peers.values()))
+    @rule(index=st.integers(0, MAX_PEERS - 1))
+    def oversized_frame(self, index: int) -> None:
+        """A frame over the limit ends a WebSocket with 1009 (TCP: tcp_garbage)."""
+        ws = [p for p in self.peers.values() if isinstance(p.conn, WsConn)]
+        peer = ws[index % len(ws)]
+        assert isinstance(peer.conn, WsConn)
+        peer.conn.send_text('{"type":"ping","pad":"' + "x" * MAX_MESSAGE_BYTES + '"}')
+        with pytest.raises(Closed) as info:
+            while True:
+                peer.conn.recv()
+        assert info.value.code == 1009, info.value
+        peer.conn.close()
+        self.drop(peer)
+
+    # -- invariants and teardown -------------------------------------------------
+
+    @invariant()
+    def nothing_owed(self) -> None:
+        # Every rule syncs what it touched; nothing may be left unchecked.
+        assert all(not p.expected for p in self.peers.values())
+
+    def teardown(self) -> None:
+        for peer in list(self.peers.values()):
+            peer.conn.close_abruptly()
+            del self.peers[peer.name]
+        self.settle()  # zero connections and zero subscriptions left behind
+
+
+def test_live_server_matches_model(server: ServerProcess) -> None:
+    class Machine(LiveServerMachine):
+        SERVER = server
+
+    run_state_machine_as_test(Machine, settings=stateful_settings())

@@ -1,0 +1,108 @@
+"""The admin console on the server's stdin.
+
+Commands: ``send <event> <message>``, ``clients``, ``stats``, ``events``,
+``help``, ``exit``. Replies go to stdout, one line each (``clients`` one line
+per connection); logs stay on stderr. End of stdin ends the console, not the
+server. stdin is read in a worker thread: a blocking read never touches the
+Trio thread, and unlike an ``FdStream`` it leaves the terminal's file flags
+alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+import trio
+
+from . import protocol
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger(__name__)
+
+HELP = """\
+commands:
+  send <event> <message>   publish {"type":<event>,"message":<message>} to its subscribers
+  clients                  list connections: address, transport, e-mail, subscriptions, queue
+  stats                    counters: connections, subscribers, messages, drops, disconnects
+  events                   the event catalog
+  help                     this text
+  exit                     shut down gracefully (also SIGINT / SIGTERM)"""
+
+
+class Console:
+    """Reads admin commands from a text stream and acts on the server."""
+
+    def __init__(self, server: Server, stdin: TextIO | None = None, out: TextIO | None = None):
+        self.server = server
+        self._in = stdin or sys.stdin
+        self._out = out or sys.stdout
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+    async def run(self) -> None:
+        while True:
+            line = await trio.to_thread.run_sync(self._in.readline, abandon_on_cancel=True)
+            if not line:
+                log.info("console: end of input; server keeps running")
+                return
+            self.execute(line.strip())
+
+    def execute(self, line: str) -> None:
+        """Run one console command line."""
+        if not line:
+            return
+        verb, _, rest = line.partition(" ")
+        verb = verb.lower()
+        if verb == "send":
+            self._send(rest.strip())
+        elif verb == "exit":
+            self._print("shutting down")
+            self.server.request_shutdown("console exit")
+        elif verb == "clients":
+            subs = list(self.server.hub.connections.values())
+            for sub in subs:
+                self._print(sub.describe())
+            self._print(f"{len(subs)} connection(s)")
+        elif verb == "stats":
+            self._print(self.stats_line())
+        elif verb == "events":
+            self._print(" ".join(self.server.hub.catalog))
+        elif verb == "help":
+            self._print(HELP)
+        else:
+            self._print(f"unknown command {verb!r}; type 'help'")
+
+    def _send(self, rest: str) -> None:
+        event, _, message = rest.partition(" ")
+        if not event or not message.strip():
+            self._print("usage: send <event> <message>")
+            return
+        hub = self.server.hub
+        if not hub.is_known(event) or event == protocol.ALL_EVENTS:
+            self._print(f"unknown event {event!r}; events: {' '.join(hub.catalog)}")
+            return
+        notification_id, delivered = hub.publish(event, {"message": message.strip()})
+        self._print(f"sent {event} id={notification_id} delivered={delivered}")
+
+    def stats_line(self) -> str:
+        """One line of counters, ``key=value`` separated by spaces."""
+        server = self.server
+        hub, stats = server.hub, server.hub.stats
+        parts = {
+            "connections": len(hub.connections),
+            "subscribers": hub.subscription_count,
+            "connections_total": stats.connections_total,
+            "messages_in": stats.messages_in,
+            "messages_out": stats.messages_out,
+            "published": stats.published,
+            "dropped": stats.dropped,
+        }
+        if server.storage is not None:
+            parts.update({f"storage_{k}": v for k, v in server.storage.stats().items()})
+        disconnects = ",".join(f"{k}:{v}" for k, v in sorted(stats.disconnects.items()))
+        return " ".join(f"{k}={v}" for k, v in parts.items()) + f" disconnects={disconnects or '-'}"

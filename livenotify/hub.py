@@ -1,0 +1,288 @@
+"""The hub: event -> subscribers, and the publish path.
+
+Every connection is a :class:`Subscriber` with a bounded memory channel
+drained by that connection's single writer task. :meth:`Hub.publish` encodes a
+notification once and ``send_nowait``s the shared :class:`Payload` to each
+subscriber: it never awaits a client. A full queue applies the slow-consumer
+policy to that subscriber alone (see :class:`~livenotify.config.SlowPolicy`).
+
+Publishing is two steps so that a cross-server backplane can sit between
+them: :meth:`Hub.publish` builds the notification, tells the observers
+(storage, e-mail) and calls :meth:`Hub.deliver`, which only fans out locally.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from . import protocol
+from .config import Config, SlowPolicy
+from .payload import Payload
+
+if TYPE_CHECKING:
+    from .transports import Transport
+
+log = logging.getLogger(__name__)
+
+#: Called with (notification id, event, JSON text) for every publish.
+PublishObserver = Callable[[str, str, str], None]
+
+
+class Outbox:
+    """A subscriber's bounded queue, drained whole by its writer task.
+
+    Leaner than a memory channel for this one job: the writer takes
+    everything queued in one call, and ``busy`` tells the publisher whether
+    the writer holds a batch it has not finished writing (see
+    :meth:`Subscriber.push`).
+    """
+
+    __slots__ = ("_closed", "_items", "_not_empty", "_room", "busy", "maxlen")
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self._items: deque[Payload | bytes] = deque()
+        self._not_empty = trio.lowlevel.ParkingLot()
+        self._room = trio.lowlevel.ParkingLot()
+        self._closed = False
+        self.busy = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: Payload | bytes) -> bool:
+        """Queue without waiting; False when full. Raises when closed."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        if len(self._items) >= self.maxlen:
+            return False
+        self._items.append(item)
+        self._not_empty.unpark()
+        return True
+
+    async def put(self, item: Payload | bytes) -> None:
+        """Queue, waiting for room (replies: the client's own backpressure)."""
+        while len(self._items) >= self.maxlen and not self._closed:
+            await self._room.park()
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._items.append(item)
+        self._not_empty.unpark()
+
+    async def take(self) -> list[Payload | bytes]:
+        """Everything queued (waiting for at least one); [] once closed and empty.
+
+        Marks the outbox ``busy`` until :meth:`done`.
+        """
+        while not self._items:
+            if self._closed:
+                return []
+            await self._not_empty.park()
+        items = list(self._items)
+        self._items.clear()
+        self.busy = True
+        self._room.unpark_all()
+        return items
+
+    def done(self) -> None:
+        """The batch from :meth:`take` is written."""
+        self.busy = False
+
+    def close(self) -> None:
+        """No more items; the writer drains what is left, then stops."""
+        self._closed = True
+        self._not_empty.unpark_all()
+        self._room.unpark_all()
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One connection as the hub sees it."""
+
+    id: int
+    transport: str
+    peer: str
+    outbox: Outbox
+    #: Ends the connection with a reason code; set by the session.
+    kill: Callable[[str], None]
+    #: The transport's framing of a payload, and its non-blocking write
+    #: (bytes written, or None when a write may not start now).
+    frame: Callable[[Payload], bytes]
+    send_nowait: Callable[[bytes], int | None]
+    events: set[str] = field(default_factory=set)
+    email: str | None = None
+    #: Notifications dropped under the ``drop`` policy and not yet reported.
+    dropped: int = 0
+    delivered: int = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self.outbox)
+
+    def push(self, payload: Payload) -> bool:
+        """Deliver without waiting; False when the queue is full.
+
+        The fast path writes straight to the socket, as asyncio's
+        ``transport.write`` does, when nothing is queued or being written for
+        this subscriber: most deliveries then cost one non-blocking
+        ``send()`` and no task switch. What the kernel does not take is
+        queued for the writer task, ahead of anything else.
+        """
+        outbox = self.outbox
+        if not outbox.busy and not len(outbox):
+            data = self.frame(payload)
+            sent = self.send_nowait(data)
+            if sent is not None:
+                if sent < len(data):
+                    outbox.offer(data[sent:])
+                return True
+        return outbox.offer(payload)
+
+    def describe(self) -> str:
+        events = ",".join(sorted(self.events)) or "-"
+        return (
+            f"#{self.id} {self.transport} {self.peer} email={self.email or '-'} "
+            f"events={events} queued={self.queued} delivered={self.delivered}"
+        )
+
+
+@dataclass
+class HubStats:
+    """Counters the console's ``stats`` prints."""
+
+    connections_total: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    published: int = 0
+    dropped: int = 0
+    disconnects: Counter[str] = field(default_factory=Counter)
+
+
+class Hub:
+    """Event -> subscribers, with a bounded queue per subscriber."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.catalog: tuple[str, ...] = config.events
+        self._catalog_set = frozenset(config.events)
+        self._by_event: dict[str, set[Subscriber]] = {}
+        self.connections: dict[int, Subscriber] = {}
+        self.stats = HubStats()
+        self._observers: list[PublishObserver] = []
+        self._ids = itertools.count(1)
+
+    # -- connections ---------------------------------------------------------
+
+    def attach(
+        self,
+        transport: Transport,
+        kill: Callable[[str], None],
+    ) -> Subscriber:
+        """Register a new connection and give it its queue."""
+        sub = Subscriber(
+            next(self._ids), transport.kind, transport.peer, Outbox(self.config.queue_size),
+            kill, transport.frame, transport.send_nowait,
+        )  # fmt: skip
+        self.connections[sub.id] = sub
+        self.stats.connections_total += 1
+        return sub
+
+    def detach(self, sub: Subscriber, reason: str) -> None:
+        """Forget a connection: every subscription goes with it."""
+        for event in sub.events:
+            subs = self._by_event.get(event)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_event[event]
+        sub.events.clear()
+        self.connections.pop(sub.id, None)
+        self.stats.disconnects[reason] += 1
+
+    # -- subscriptions -------------------------------------------------------
+
+    def is_known(self, event: str) -> bool:
+        return event == protocol.ALL_EVENTS or event in self._catalog_set
+
+    def unknown(self, events: Iterable[str]) -> list[str]:
+        return [e for e in events if not self.is_known(e)]
+
+    def subscribe(self, sub: Subscriber, events: Iterable[str]) -> None:
+        for event in events:
+            if event not in sub.events:
+                sub.events.add(event)
+                self._by_event.setdefault(event, set()).add(sub)
+
+    def unsubscribe(self, sub: Subscriber, events: Iterable[str]) -> None:
+        for event in events:
+            if event in sub.events:
+                sub.events.discard(event)
+                subs = self._by_event[event]
+                subs.discard(sub)
+                if not subs:
+                    del self._by_event[event]
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(s) for s in self._by_event.values())
+
+    # -- publishing ----------------------------------------------------------
+
+    def add_observer(self, observer: PublishObserver) -> None:
+        """Call ``observer(id, event, text)`` after every publish."""
+        self._observers.append(observer)
+
+    def publish(
+        self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
+    ) -> tuple[str, int]:
+        """Publish a notification; return its id and how many got it queued.
+
+        Never awaits: safe to call from anywhere on the Trio thread.
+        """
+        notification_id = uuid.uuid4().hex
+        obj = protocol.notification(event, fields, notification_id, protocol.timestamp())
+        payload = Payload(protocol.encode(obj))
+        delivered = self.deliver(event, payload, exclude=exclude)
+        self.stats.published += 1
+        for observer in self._observers:
+            observer(notification_id, event, payload.text)
+        log.info("publish %s id=%s delivered=%d", event, notification_id, delivered)
+        return notification_id, delivered
+
+    def deliver(self, event: str, payload: Payload, *, exclude: Subscriber | None = None) -> int:
+        """Queue ``payload`` for every local subscriber of ``event`` or ``*``."""
+        delivered = 0
+        everyone = self._by_event.get(protocol.ALL_EVENTS, ())
+        for sub in everyone:
+            if sub is not exclude:
+                delivered += self._offer(sub, payload)
+        for sub in self._by_event.get(event, ()):
+            # Subscribers of "*" already got it above.
+            if sub is not exclude and protocol.ALL_EVENTS not in sub.events:
+                delivered += self._offer(sub, payload)
+        self.stats.messages_out += delivered
+        return delivered
+
+    def _offer(self, sub: Subscriber, payload: Payload) -> int:
+        try:
+            accepted = sub.push(payload)
+        except trio.ClosedResourceError:
+            # The connection is on its way out; its cleanup will detach it.
+            return 0
+        if not accepted:
+            self.stats.dropped += 1
+            if self.config.slow_policy is SlowPolicy.DROP:
+                sub.dropped += 1
+            else:
+                sub.kill(protocol.SLOW_CONSUMER)
+            return 0
+        sub.delivered += 1
+        return 1

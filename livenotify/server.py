@@ -1,0 +1,229 @@
+"""``serve()``: the root nursery that owns every task of a running server.
+
+Start-up order: storage first (a bad database stops us before we listen),
+then e-mail, then the listeners; ``ready tcp=<port> ws=<port>`` is logged
+once every socket is accepting. Shutdown (``exit``, SIGINT, SIGTERM) stops
+accepting, asks every session to flush and say goodbye, gives them the grace
+period, flushes storage, and then cancels the root nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import urllib.parse
+from functools import partial
+
+import trio
+from trio_websocket import WebSocketRequest, WebSocketServer
+
+from . import protocol
+from .admission import Admission
+from .config import Config
+from .console import Console
+from .hub import Hub
+from .listeners import bound_addresses, client_ip, format_address, open_listeners
+from .mail import start_mail
+from .payload import Payload
+from .session import Session
+from .storage import StorageBridge, StorageBusy
+from .transports import TcpTransport, WsTransport
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """A running livenotify server: hub, listeners, sessions, services."""
+
+    def __init__(self, config: Config, *, console: bool = True) -> None:
+        self.config = config
+        self.hub = Hub(config)
+        self.admission = Admission(config.limits)
+        self.sessions: set[Session] = set()
+        self.storage: StorageBridge | None = None
+        self.tcp_port = 0
+        self.ws_port = 0
+        self._console = console
+        self._shutdown = trio.Event()
+        self._shutting_down = False
+        self._drained = trio.Event()
+        self._accept_scope = trio.CancelScope()
+
+    def request_shutdown(self, why: str) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self._shutdown.is_set():
+            log.info("shutdown requested: %s", why)
+            self._shutdown.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until shutdown is requested, then drain and return."""
+        config = self.config
+        # Bind first: a port in use fails at once, before any process starts.
+        # Nothing is accepted until storage is ready.
+        tcp = await open_listeners(config.host, config.port, config.idle_timeout)
+        try:
+            ws = await open_listeners(config.host, config.ws_port, config.idle_timeout)
+        except BaseException:
+            _close_all(tcp)
+            raise
+        async with trio.open_nursery() as root:
+            try:
+                await self._start_services(root)
+            except BaseException:
+                _close_all(tcp + ws)
+                raise
+            async with trio.open_nursery() as connections:
+                await connections.start(self._accept, tcp, ws, connections)
+                root.start_soon(self._watch_signals)
+                if self._console:
+                    root.start_soon(Console(self).run)
+                log.info("ready tcp=%d ws=%d", self.tcp_port, self.ws_port)
+                task_status.started(self)
+                await self._shutdown.wait()
+                await self._drain(connections)
+            if self.storage is not None:
+                with trio.move_on_after(config.grace_period) as scope:
+                    await self.storage.aclose()
+                if scope.cancelled_caught:
+                    log.warning("storage did not flush within %.1fs", config.grace_period)
+            root.cancel_scope.cancel()
+        log.info("stopped")
+
+    async def _start_services(self, root: trio.Nursery) -> None:
+        """Storage first, then e-mail (which reads the storage outbox)."""
+
+        storage = StorageBridge(self.config)
+        await root.start(storage.run)
+        self.storage = storage
+        self.hub.add_observer(self._on_publish)
+        await start_mail(root, self.config, storage)
+
+    def _on_publish(self, notification_id: str, event: str, text: str) -> None:
+        # The notification log feeds the e-mail outbox; a full storage
+        # backlog must not stop live delivery, so it is logged and counted.
+        if self.storage is None:
+            return
+        try:
+            self.storage.log_notification(notification_id, event, text)
+        except StorageBusy:
+            log.warning("storage busy: notification %s not logged for e-mail", notification_id)
+
+    async def _accept(
+        self,
+        tcp: list[trio.SocketListener],
+        ws: list[trio.SocketListener],
+        connections: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        config = self.config
+        self.tcp_port = int(tcp[0].socket.getsockname()[1])
+        self.ws_port = int(ws[0].socket.getsockname()[1])
+        for name in bound_addresses(tcp):
+            log.info("listening tcp %s", name)
+        for name in bound_addresses(ws):
+            log.info("listening ws %s (ws://%s/)", name, name)
+        ws_server = WebSocketServer(
+            self._handle_ws,
+            ws,
+            handler_nursery=connections,
+            max_message_size=config.limits.max_message_bytes,
+            connect_timeout=config.handshake_timeout,
+            disconnect_timeout=2.0,
+        )
+        with self._accept_scope:
+            async with trio.open_nursery() as nursery:
+                serve_tcp = partial(
+                    trio.serve_listeners, self._handle_tcp, tcp, handler_nursery=connections
+                )
+                await nursery.start(serve_tcp)
+                await nursery.start(ws_server.run)
+                task_status.started()
+
+    async def _drain(self, connections: trio.Nursery) -> None:
+        self._shutting_down = True
+        self._accept_scope.cancel()
+        log.info("draining %d connections", len(self.sessions))
+        for session in list(self.sessions):
+            session.shutdown()
+        if not self.sessions:
+            self._drained.set()
+        with trio.move_on_after(self.config.grace_period):
+            await self._drained.wait()
+        connections.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self.request_shutdown(signal.Signals(signum).name)
+
+    async def _serve_session(self, session: Session, ip: str) -> None:
+        self.sessions.add(session)
+        if self._shutting_down:
+            session.shutdown()
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self.admission.release(ip)
+            if self._shutting_down and not self.sessions:
+                self._drained.set()
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        sockaddr = stream.socket.getpeername()
+        ip, peer = client_ip(str(sockaddr[0])), format_address(sockaddr)
+        if not self.admission.admit(ip):
+            log.warning("refuse tcp %s: too_many_connections", peer)
+            reply = protocol.Error(protocol.TOO_MANY_CONNECTIONS, "connection limit reached")
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.send_all(Payload(protocol.encode_server(reply)).line())
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+            await stream.aclose()
+            return
+        transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
+        await self._serve_session(
+            Session(self.hub, self.config, transport, self.storage), ip
+        )
+
+    async def _handle_ws(self, request: WebSocketRequest) -> None:
+        remote = request.remote
+        if isinstance(remote, str):
+            ip = peer = remote
+        else:
+            ip = client_ip(str(remote.address))
+            peer = format_address((str(remote.address), remote.port))
+        events = _query_events(request.path, self.config.limits.max_events_per_message)
+        ws = await request.accept()
+        if not self.admission.admit(ip):
+            log.warning("refuse ws %s: too_many_connections", peer)
+            with trio.move_on_after(1.0):
+                await ws.aclose(1013, protocol.TOO_MANY_CONNECTIONS)
+            return
+        session = Session(self.hub, self.config, WsTransport(ws, peer), self.storage, events)
+        await self._serve_session(session, ip)
+
+
+def _close_all(listeners: list[trio.SocketListener]) -> None:
+    for listener in listeners:
+        listener.socket.close()
+
+
+def _query_events(path: str, limit: int) -> tuple[str, ...]:
+    """``/?events=a,b`` -> ("a", "b"); no ``events`` parameter -> ("*",)."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+    if "events" not in query:
+        return (protocol.ALL_EVENTS,)
+    names = [n for value in query["events"] for n in value.split(",") if n]
+    return tuple(dict.fromkeys(names))[:limit]
+
+
+async def serve(
+    config: Config,
+    *,
+    console: bool = True,
+    task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a server with ``config`` until it is asked to shut down."""
+    await Server(config, console=console).run(task_status=task_status)

@@ -1,0 +1,314 @@
+"""One connection's conversation, written once for both transports.
+
+A session runs three things under one cancel scope: the reader (this task),
+the writer (drains the hub queue into one ``send_all`` per wake-up) and the
+transport's heartbeat. Whatever ends the connection — the peer closing,
+``exit``, a dead heartbeat, a stuck write, the slow-consumer policy, server
+shutdown — lands in the ``finally`` of :meth:`Session.run`, which detaches
+from the hub, tells the peer why where it can, and logs one line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from . import protocol
+from .config import Config
+from .hub import Hub, Subscriber
+from .payload import Payload
+from .protocol import (
+    ClientMessage,
+    EventsRequest,
+    Exit,
+    Ping,
+    Pong,
+    ProtocolError,
+    Publish,
+    Register,
+    SeedEvent,
+    ServerMessage,
+    Subscribe,
+    SubscriptionsRequest,
+    Unsubscribe,
+)
+from .ratelimit import TokenBucket
+from .storage import StorageBridge, StorageBusy
+from .transports import Transport, TransportClosed
+
+log = logging.getLogger(__name__)
+
+_REASON_TEXT = {
+    protocol.SLOW_CONSUMER: "not reading fast enough: the notification queue is full",
+    protocol.IDLE_TIMEOUT: "no answer to the liveness ping",
+    "write_timeout": "a write did not complete in time",
+    protocol.SHUTTING_DOWN: "the server is shutting down",
+}
+
+
+class Session:
+    """Serve one connection until it ends, for any reason."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        config: Config,
+        transport: Transport,
+        storage: StorageBridge | None = None,
+        initial_events: Sequence[str] = (),
+    ) -> None:
+        self.hub = hub
+        self.config = config
+        self.transport = transport
+        self.storage = storage
+        self._initial_events = initial_events
+        self._scope = trio.CancelScope()
+        self._reader_scope = trio.CancelScope()
+        self._end_reason: str | None = None
+        self._bucket = TokenBucket(config.limits.rate_per_second, config.limits.rate_burst)
+        # Subscriptions the client asked for by message; only these are
+        # persisted for its e-mail (not the WebSocket "*" default).
+        self._explicit: set[str] = set()
+        self._writer_done = trio.Event()
+        self.sub: Subscriber = hub.attach(transport, self.kill)
+
+    # -- ending --------------------------------------------------------------
+
+    def kill(self, reason: str) -> None:
+        """End the connection now with ``reason`` (a protocol error code)."""
+        if self._end_reason is None:
+            self._end_reason = reason
+        self._scope.cancel()
+
+    def shutdown(self) -> None:
+        """Server shutdown: stop reading, flush what is queued, say goodbye."""
+        if self._end_reason is None:
+            self._end_reason = protocol.SHUTTING_DOWN
+        if self.transport.kind == "tcp":
+            self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN))
+        self._reader_scope.cancel()
+
+    # -- running -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection; returns when it has ended and been cleaned up."""
+        sub = self.sub
+        log.info("connect %s %s #%d", self.transport.kind, self.transport.peer, sub.id)
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self._heartbeat)
+                    await self._start()
+                    with self._reader_scope:
+                        reason = await self._reader()
+                        if self._end_reason is None:
+                            self._end_reason = reason
+                    # Let the writer flush everything queued (replies, goodbye).
+                    sub.outbox.close()
+                    with trio.move_on_after(self.config.write_timeout):
+                        await self._writer_done.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            reason = self._end_reason or "eof"
+            self.hub.detach(sub, reason)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.transport.close(reason, _REASON_TEXT.get(reason, reason))
+                except Exception as exc:  # the peer may be long gone
+                    log.debug("close #%d: %r", sub.id, exc)
+            level = logging.INFO if reason in ("eof", "exit", protocol.SHUTTING_DOWN) else (
+                logging.WARNING
+            )
+            log.log(
+                level,
+                "disconnect %s %s #%d reason=%s delivered=%d",
+                self.transport.kind, self.transport.peer, sub.id, reason, sub.delivered,
+            )  # fmt: skip
+
+    async def _start(self) -> None:
+        await self._send(protocol.Welcome(self.hub.catalog))
+        if self._initial_events:
+            unknown = self.hub.unknown(self._initial_events)
+            known = [e for e in self._initial_events if e not in unknown]
+            self.hub.subscribe(self.sub, known)
+            if unknown:
+                await self._send(
+                    protocol.Error(protocol.UNKNOWN_EVENT, f"unknown events: {', '.join(unknown)}")
+                )
+
+    async def _writer(self) -> None:
+        sub, transport = self.sub, self.transport
+        frame = transport.frame
+        outbox = sub.outbox
+        try:
+            while items := await outbox.take():
+                # Coalesce: everything queued goes out in one write. Raw
+                # bytes are the unsent tail of a fast-path write.
+                chunks = [i if isinstance(i, bytes) else frame(i) for i in items]
+                if sub.dropped:
+                    notice = protocol.encode_server(protocol.Dropped(sub.dropped))
+                    chunks.append(frame(Payload(notice)))
+                    sub.dropped = 0
+                with trio.move_on_after(self.config.write_timeout) as deadline:
+                    await transport.send_all(b"".join(chunks))
+                if deadline.cancelled_caught:
+                    self.kill("write_timeout")
+                    return
+                outbox.done()
+        except TransportClosed:
+            self.kill("eof")
+        finally:
+            self._writer_done.set()
+
+    async def _heartbeat(self) -> None:
+        reason = await self.transport.heartbeat(self.config.idle_timeout)
+        self.kill(reason)
+
+    async def _reader(self) -> str:
+        transport, limits = self.transport, self.config.limits
+        stats = self.hub.stats
+        is_tcp = transport.kind == "tcp"
+        while True:
+            item = await transport.receive()
+            if item is None:
+                return "eof"
+            stats.messages_in += 1
+            try:
+                if isinstance(item, ProtocolError):
+                    raise item
+                if is_tcp:
+                    stripped = item.strip()
+                    if not stripped:
+                        continue  # a bare Enter from `nc`
+                    # JSON objects (and stray arrays) are JSON; the rest is human.
+                    if stripped[0] in "{[":
+                        msg = protocol.decode_client(stripped, self.hub.catalog, limits)
+                    else:
+                        msg = protocol.decode_command(stripped, limits)
+                else:
+                    msg = protocol.decode_client(item, self.hub.catalog, limits)
+                if not self._bucket.take():
+                    raise ProtocolError(
+                        protocol.RATE_LIMITED,
+                        f"more than {limits.rate_per_second:g} messages per second; "
+                        "message ignored",
+                    )
+                log.info("recv #%d %s", self.sub.id, type(msg).__name__)
+                if await self._handle(msg):
+                    return "exit"
+            except ProtocolError as exc:
+                await self._send(exc.reply())
+
+    # -- messages ------------------------------------------------------------
+
+    async def _handle(self, msg: ClientMessage) -> bool:
+        """Act on one message; True means the client asked to leave."""
+        hub, sub = self.hub, self.sub
+        match msg:
+            case Register(email):
+                await self._register(email)
+            case Subscribe(events):
+                self._check_known(events)
+                total = len(sub.events | set(events))
+                if total > self.config.limits.max_subscriptions:
+                    raise ProtocolError(
+                        protocol.TOO_MANY_SUBSCRIPTIONS,
+                        f"at most {self.config.limits.max_subscriptions} subscriptions",
+                    )
+                if sub.email and self.storage is not None:
+                    self._store(self.storage.subscribe, sub.email, list(events))
+                hub.subscribe(sub, events)
+                self._explicit.update(events)
+                await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
+            case Unsubscribe(events):
+                if sub.email and self.storage is not None:
+                    self._store(self.storage.unsubscribe, sub.email, list(events))
+                hub.unsubscribe(sub, events)
+                self._explicit.difference_update(events)
+                await self._send(protocol.Unsubscribed(tuple(sorted(sub.events))))
+            case EventsRequest():
+                await self._send(protocol.EventsList(hub.catalog))
+            case SubscriptionsRequest():
+                await self._send(protocol.Subscriptions(tuple(sorted(sub.events))))
+            case Ping():
+                await self._send(protocol.PongReply(protocol.timestamp()))
+            case Pong():
+                pass
+            case Publish(event, fields, token):
+                self._check_token(token)
+                self._check_known([event])
+                notification_id, delivered = hub.publish(event, fields)
+                await self._send(protocol.Published(event, notification_id, delivered))
+            case SeedEvent(event, fields, token):
+                self._check_token(token)
+                body: dict[str, Any] = {k: v for k, v in fields.items() if k != "type"}
+                if self.config.publish_token is not None:
+                    body.pop("token", None)  # never leak the secret to subscribers
+                # Seed form relays to the *other* clients, as the seed server did.
+                hub.publish(event, body, exclude=sub)
+            case Exit():
+                if self.transport.kind == "tcp":
+                    await self._send(protocol.Goodbye("exit"))
+                return True
+        return False
+
+    async def _register(self, email: str) -> None:
+        sub = self.sub
+        stored: list[str] = []
+        if self.storage is not None:
+            stored = await self.storage.subscriptions_of(email)
+            explicit = sorted(self._explicit)
+            self._store(self.storage.register, email)
+            if explicit:
+                self._store(self.storage.subscribe, email, explicit)
+        sub.email = email
+        # Events dropped from the catalog since stay stored but are not live.
+        restored = [e for e in stored if self.hub.is_known(e)]
+        self.hub.subscribe(sub, restored)
+        self._explicit.update(restored)
+        log.info("register #%d %s restored=%d", sub.id, email, len(restored))
+        await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
+
+    def _store(self, write: Callable[..., int], *args: Any) -> None:
+        """Hand a write to storage; a full backlog is the client's error reply."""
+        try:
+            write(*args)
+        except StorageBusy:
+            raise ProtocolError(
+                protocol.STORAGE_BUSY, "storage is busy; try again shortly"
+            ) from None
+
+    def _check_known(self, events: Sequence[str]) -> None:
+        unknown = self.hub.unknown(events)
+        if unknown:
+            raise ProtocolError(
+                protocol.UNKNOWN_EVENT,
+                f"unknown events: {', '.join(unknown)}; available: {', '.join(self.hub.catalog)}",
+            )
+
+    def _check_token(self, token: str | None) -> None:
+        expected = self.config.publish_token
+        if expected is not None and token != expected:
+            raise ProtocolError(protocol.FORBIDDEN, "publishing needs a valid token")
+
+    # -- output --------------------------------------------------------------
+
+    async def _send(self, msg: ServerMessage) -> None:
+        """Send a reply behind any notifications already queued (order kept)."""
+        payload = Payload(protocol.encode_server(msg))
+        try:
+            if not self.sub.push(payload):
+                await self.sub.outbox.put(payload)
+        except trio.ClosedResourceError:
+            pass
+
+    def _queue_nowait(self, msg: ServerMessage) -> None:
+        try:
+            self.sub.push(Payload(protocol.encode_server(msg)))
+        except trio.ClosedResourceError:
+            pass
+

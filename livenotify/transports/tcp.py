@@ -1,0 +1,106 @@
+"""TCP: UTF-8 lines of bounded length (NDJSON or human commands)."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+from .. import protocol
+from ..payload import Payload
+from ..protocol import LineDecoder, ProtocolError
+from .base import TransportClosed
+
+#: Bytes asked of the socket per read: large enough for a burst of commands,
+#: small enough that one connection's read buffer stays modest.
+RECEIVE_CHUNK = 16 * 1024
+#: How long a closing error line may take to write before we just hang up.
+CLOSE_WRITE_TIMEOUT = 1.0
+
+
+def raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """The stdlib socket under a Trio socket stream (None for TLS and others)."""
+    if isinstance(stream, trio.SocketStream):
+        raw = getattr(stream.socket, "_sock", None)
+        if isinstance(raw, socket.socket):
+            return raw
+    return None
+
+
+def raw_send(sock: socket.socket | None, data: bytes) -> int | None:
+    """One non-blocking ``send()``, outside Trio's ``send_all``.
+
+    Callers ensure no ``send_all`` is running on this stream. Errors return
+    None: the writer's next ``send_all`` meets the same error and ends the
+    connection properly.
+    """
+    if sock is None:
+        return None
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return None
+
+
+class TcpTransport:
+    """A connection on the TCP port."""
+
+    kind = "tcp"
+
+    def __init__(self, stream: trio.SocketStream, peer: str, max_line_bytes: int) -> None:
+        self._stream = stream
+        self._raw = raw_socket(stream)
+        self.peer = peer
+        self._decoder = LineDecoder(max_line_bytes)
+        self.dirty = False
+
+    async def receive(self) -> str | ProtocolError | None:
+        while True:
+            item = self._decoder.next_line()
+            if isinstance(item, protocol.Line):
+                return item.text
+            if item is not None:
+                return item
+            try:
+                data = await self._stream.receive_some(RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+            self._decoder.receive_data(data)
+
+    def frame(self, payload: Payload) -> bytes:
+        return payload.line()
+
+    def send_nowait(self, data: bytes) -> int | None:
+        if self.dirty:
+            return None
+        return raw_send(self._raw, data)
+
+    async def send_all(self, data: bytes) -> None:
+        self.dirty = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc)) from None
+        self.dirty = False
+
+    async def heartbeat(self, interval: float) -> str:
+        # TCP peers are often `nc`, which cannot answer an application ping.
+        # Dead peers are found by TCP keepalive (set on the listening socket)
+        # and stuck readers by the write deadline instead.
+        await trio.sleep_forever()
+
+    async def close(self, reason: str, message: str) -> None:
+        if not self.dirty and reason not in ("eof", "exit", protocol.SHUTTING_DOWN):
+            line = Payload(protocol.encode_server(protocol.Error(reason, message))).line()
+            with trio.move_on_after(CLOSE_WRITE_TIMEOUT):
+                try:
+                    await self._stream.send_all(line)
+                    # Half-close so the peer reads our line before EOF.
+                    await self._stream.send_eof()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await self._stream.aclose()

@@ -1,0 +1,177 @@
+"""The writer process: the only connection that writes the database.
+
+It opens and migrates the database, says :class:`~storage_proc.wire.Ready`,
+then applies the writes it receives in batches: one transaction holds up to
+``batch_size`` writes or whatever arrived within ``batch_ms`` of the batch's
+first write, whichever comes first. After each commit it sends an
+:class:`~storage_proc.wire.Ack` naming the last sequence number committed;
+the bridge keeps every write until it is acknowledged and replays the rest
+to a new writer if this one dies.
+
+The last committed sequence number of the bridge's *epoch* (one per server
+run) is stored in ``writer_progress`` inside the same transaction, so a
+restarted writer skips writes that were committed but whose ack was lost.
+
+The process ignores SIGINT and SIGTERM: a Ctrl-C or a service manager
+signals the whole process group, and the writer must outlive the server's
+drain to flush it. It ends on :class:`~storage_proc.wire.Close` or when the
+server's end of the socket closes (the server died); ``kill -9`` still works.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+
+from . import ops, wire
+from .database import StorageFault, open_writer
+
+#: Exit statuses, for the supervisor's log line.
+EXIT_FATAL = 2
+EXIT_WRITE_FAILED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """What the bridge tells a writer process when it starts it."""
+
+    path: str
+    epoch: str
+    batch_size: int
+    batch_ms: float
+    #: Run ``PRAGMA quick_check`` (linear in the file size) before use: at
+    #: server start, not on every restart after a crash.
+    check: bool = True
+
+
+class Writer:
+    """Applies writes in batched transactions and acknowledges each commit."""
+
+    def __init__(self, conn: sqlite3.Connection, sock: socket.socket, options: WriterOptions):
+        self.conn = conn
+        self.sock = sock
+        self.options = options
+        self.committed = self._progress()
+        self._batch_deadline: float | None = None
+        self._batch_writes = 0
+        self._batch_last = self.committed
+        self._batch_outbox = 0
+
+    def _progress(self) -> int:
+        row = self.conn.execute("SELECT epoch, seq FROM writer_progress WHERE id = 1").fetchone()
+        if row is not None and row[0] == self.options.epoch:
+            return int(row[1])
+        return 0
+
+    @property
+    def deadline(self) -> float | None:
+        """When the open batch must commit, or None when none is open."""
+        return self._batch_deadline
+
+    def apply(self, first_seq: int, rows: list[tuple[object, ...]]) -> None:
+        """Apply a run of (packed) writes, committing whenever a batch fills up."""
+        for offset, row in enumerate(rows):
+            seq = first_seq + offset
+            if seq <= self._batch_last:
+                continue  # replayed, and already applied in this epoch
+            if self._batch_deadline is None:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._batch_deadline = time.monotonic() + self.options.batch_ms / 1000
+            self._batch_outbox += ops.apply(self.conn, ops.unpack(row))
+            self._batch_last = seq
+            self._batch_writes += 1
+            if self._batch_writes >= self.options.batch_size:
+                self.commit()
+        if self._batch_deadline is not None and time.monotonic() >= self._batch_deadline:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the open batch (if any) and acknowledge it."""
+        if self._batch_deadline is None:
+            return
+        self.conn.execute(
+            "UPDATE writer_progress SET epoch = ?, seq = ? WHERE id = 1",
+            (self.options.epoch, self._batch_last),
+        )
+        self.conn.execute("COMMIT")
+        self.committed = self._batch_last
+        outbox = self._batch_outbox
+        self._batch_deadline = None
+        self._batch_writes = 0
+        self._batch_outbox = 0
+        self.sock.sendall(wire.encode(wire.Ack(self.committed, outbox)))
+
+    def rollback(self) -> None:
+        """Drop the open batch; its writes stay un-acknowledged for replay."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._batch_deadline = None
+        self._batch_last = self.committed
+
+
+def writer_main(sock: socket.socket, options: WriterOptions) -> None:
+    """Entry point of the writer process (a ``spawn`` multiprocessing target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        conn, (before, after) = open_writer(options.path, check=options.check)
+    except StorageFault as exc:
+        _send_quietly(sock, wire.Fatal(str(exc)))
+        sys.exit(EXIT_FATAL)
+    except Exception as exc:  # one line for the operator, never a traceback
+        _send_quietly(sock, wire.Fatal(f"cannot use database {options.path}: {exc!r}"))
+        sys.exit(EXIT_FATAL)
+    writer = Writer(conn, sock, options)
+    try:
+        sock.sendall(wire.encode(wire.Ready(writer.committed, before, after)))
+        _loop(writer, wire.BlockingReader(sock))
+    except sqlite3.Error as exc:
+        writer.rollback()
+        _send_quietly(sock, wire.Failed(f"{type(exc).__name__}: {exc}"))
+        sys.exit(EXIT_WRITE_FAILED)
+    except OSError:
+        # The server's end is gone: nobody is left to acknowledge to, and
+        # whatever was not acknowledged the server has as well (or lost
+        # with itself). Commit what we hold and stop.
+        _commit_at_eof(writer)
+    finally:
+        conn.close()
+
+
+def _loop(writer: Writer, reader: wire.BlockingReader) -> None:
+    while True:
+        message = reader.read(writer.deadline)
+        if isinstance(message, wire.Writes):
+            writer.apply(message.first_seq, message.rows)
+        elif message is wire.TIMED_OUT:
+            writer.commit()
+        elif isinstance(message, wire.Close):
+            writer.commit()
+            writer.sock.sendall(wire.encode(wire.Closed()))
+            return
+        elif message is wire.END_OF_STREAM:
+            _commit_at_eof(writer)
+            return
+        else:
+            raise sqlite3.ProgrammingError(f"unexpected message {type(message).__name__}")
+
+
+def _commit_at_eof(writer: Writer) -> None:
+    # The server is gone, so the ack cannot be sent; the data still counts.
+    try:
+        writer.commit()
+    except OSError:
+        pass  # committed; the ack has nowhere to go
+    except sqlite3.Error:
+        writer.rollback()
+
+
+def _send_quietly(sock: socket.socket, message: wire.FromWriter) -> None:
+    try:
+        sock.sendall(wire.encode(message))
+    except OSError:
+        pass

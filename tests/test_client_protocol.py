@@ -1,0 +1,97 @@
+"""The client's side of the liveness and shutdown protocol, against a
+scripted peer on a real socket: it answers ``ping`` with ``pong``, survives a
+garbled line, and ends as a script expects when the server says goodbye or
+just vanishes.
+
+The peer is scripted (not ``livenotify serve``) because these are the
+server's rare moves — a ping only comes after an idle timeout, a garbled line
+never — and a script makes them happen at once and in a known order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import pytest
+import trio
+
+from tests.helpers import ROOT
+
+#: Bound on the whole conversation.
+TIMEOUT = 20
+
+
+class Peer:
+    """The server end of one client connection, line by line."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def send(self, obj: dict[str, Any] | str) -> None:
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        await self.stream.send_all(text.encode() + b"\n")
+
+    async def receive(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some(4096)
+            assert data, "the client closed the connection"
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        obj: dict[str, Any] = json.loads(line)
+        return obj
+
+
+@pytest.mark.parametrize("goodbye", [True, False], ids=["goodbye", "vanished"])
+async def test_pong_to_ping_and_exit_status_when_the_server_goes(goodbye: bool) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
+                "--port", str(port), "--email", "pi@ex.org", "--stay"]  # fmt: skip
+        result: list[Any] = []
+
+        async def client() -> None:
+            # Empty stdin: end of input at once; --stay keeps it connected.
+            done = await trio.run_process(
+                argv, stdin=b"", capture_stdout=True, capture_stderr=True,
+                check=False, cwd=str(ROOT), env=env,
+            )  # fmt: skip
+            result.append(done)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            stream = await listeners[0].accept()
+            peer = Peer(stream)
+            await peer.send({"type": "welcome", "events": ["news"]})
+            assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
+            await peer.send({"type": "registered", "email": "pi@ex.org", "events": ["news"]})
+            await peer.send("this is not json")
+            await peer.send({"type": "ping"})
+            assert await peer.receive() == {"type": "pong"}
+            await peer.send({"type": "news", "message": "still here",
+                             "timestamp": "2024-01-15T14:30:00.000Z"})  # fmt: skip
+            await peer.send({"type": "ping"})
+            assert await peer.receive() == {"type": "pong"}
+            if goodbye:
+                await peer.send({"type": "goodbye", "reason": "shutting_down"})
+            await stream.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+    done = result[0]
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    assert "registered as pi@ex.org; subscribed to: news" in stdout
+    assert "news: still here" in stdout
+    assert "unreadable message from the server" in stderr
+    assert "Traceback" not in stderr
+    if goodbye:
+        assert done.returncode == 0, stderr
+        assert "shut down (shutting_down)" in stderr
+    else:
+        assert done.returncode == 1, stderr
+        assert "closed the connection" in stderr

@@ -1,0 +1,69 @@
+"""Graceful exit: console ``exit``, SIGTERM and SIGINT drain and exit 0;
+end of stdin ends only the console."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.helpers import LineClient, running_server, serve_command
+
+
+@pytest.mark.parametrize("how", ["exit", "SIGTERM", "SIGINT"])
+def test_graceful_shutdown_says_goodbye(how: str) -> None:
+    with running_server() as srv:
+        tcp = LineClient("127.0.0.1", srv.tcp_port)
+        tcp.recv()
+        with connect(f"ws://127.0.0.1:{srv.ws_port}/") as ws:
+            ws.recv(timeout=10)
+            if how == "exit":
+                srv.console("exit")
+            else:
+                srv.proc.send_signal(getattr(signal, how))
+            assert tcp.recv() == {"type": "goodbye", "reason": "shutting_down"}
+            assert tcp.file.readline() == b""  # EOF after the goodbye
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1001
+        assert srv.proc.wait(15) == 0
+        srv.wait_log(r"stopped")
+        tcp.close()
+
+
+def test_end_of_stdin_ends_only_the_console() -> None:
+    with running_server() as srv:
+        assert srv.proc.stdin is not None
+        srv.proc.stdin.close()
+        srv.wait_log(r"console: end of input")
+        with LineClient("127.0.0.1", srv.tcp_port) as c:
+            assert c.recv()["type"] == "welcome"
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(15) == 0
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with running_server() as srv:
+        argv = serve_command(
+            "--host", "127.0.0.1", "--port", str(srv.tcp_port), "--ws-port", "0",
+            "--db", str(tmp_path / "s.db"), "--data-dir", str(tmp_path),
+        )  # fmt: skip
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+        assert result.returncode == 2
+        assert "Address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_console_help_and_unknown() -> None:
+    with running_server() as srv:
+        srv.command("help", r"send <event> <message>")
+        srv.command("frobnicate", r"unknown command 'frobnicate'")
+        srv.command("send nope hi", r"unknown event 'nope'")
+        srv.command("send furniture_created", r"usage: send <event> <message>")
+        srv.command("events", r"furniture_created furniture_updated furniture_deleted")
