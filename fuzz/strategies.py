@@ -30,7 +30,7 @@ safe_text = st.text(max_size=20)
 json_ints = st.integers(min_value=-(2**70), max_value=2**70)
 
 #: JSON scalars the server can carry verbatim: finite floats only, no lone
-#: surrogates (see the xfailed properties for what happens otherwise).
+#: surrogates (test_what_the_server_relays_encodes feeds the server the rest).
 json_scalars = (
     st.none() | st.booleans() | json_ints | st.floats(allow_nan=False, allow_infinity=False)
     | safe_text

@@ -39,11 +39,6 @@ def subscriber(server: ServerProcess) -> TcpConn:
     return conn
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: a JSON \\ud800 escape is accepted; Payload.line() then "
-    "raises UnicodeEncodeError in a subscriber's writer and the whole server exits",
-)
 @pytest.mark.parametrize(
     "text",
     [
@@ -66,11 +61,6 @@ def test_lone_surrogate_escape_is_refused(server: ServerProcess, text: str) -> N
     sub.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: 1e999 parses to inf and subscribers receive "
-    "'Infinity', which is not JSON (JSON.parse, decode_server reject it)",
-)
 def test_overflowing_number_is_not_relayed_as_infinity(server: ServerProcess) -> None:
     sub = subscriber(server)
     sender = TcpConn(server.tcp_port)

@@ -280,12 +280,6 @@ def relayed_client_texts(draw: st.DrawFn) -> str:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol bug reported to the lead: decode_client accepts lone-surrogate "
-    "escapes and overflowing numbers (1e999 -> inf); the server then cannot encode "
-    "what it relays (UnicodeEncodeError kills the server, Infinity is not JSON)",
-)
 @given(text=client_texts | relayed_client_texts())
 @example(text='{"type":"publish","event":"a","data":"\\ud800"}')
 @example(text='{"type":"publish","event":"a","data":1e999}')
@@ -324,11 +318,6 @@ def test_message_size_limit(lim: Limits, size: int) -> None:
         assert len(text) <= lim.max_message_bytes and msg == protocol.Ping()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to the lead: load_object compares len(text) (characters) with "
-    "max_message_bytes; trio-websocket's max_message_size also counts characters",
-)
 @given(size=st.integers(10, 40))
 @example(size=20)
 def test_message_size_limit_counts_bytes(size: int) -> None:

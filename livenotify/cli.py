@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from .config import Config, Limits, SlowPolicy
+from .protocol import ProtocolError, check_catalog_name
 
 _DEFAULTS = Config()
 _LIMITS = Limits()
@@ -45,6 +46,8 @@ class _EnvParser:
         if raw is not None:
             try:
                 value = type(raw)
+            except argparse.ArgumentTypeError as exc:
+                self.parser.error(f"{env}={raw!r}: {exc}")
             except ValueError:
                 self.parser.error(f"{env}={raw!r}: not a valid {type.__name__}")
         shown = "none" if default is None else default
@@ -63,7 +66,13 @@ class _EnvParser:
 def _events(text: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
     if not names:
-        raise ValueError("empty event list")
+        raise argparse.ArgumentTypeError("empty event list")
+    for name in names:
+        try:
+            check_catalog_name(name, _LIMITS)
+        except ProtocolError as exc:
+            # ArgumentTypeError: argparse shows our reason, not just "invalid".
+            raise argparse.ArgumentTypeError(exc.message) from None
     return names
 
 

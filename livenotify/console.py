@@ -86,6 +86,12 @@ class Console:
         if not hub.is_known(event) or event == protocol.ALL_EVENTS:
             self._print(f"unknown event {event!r}; events: {' '.join(hub.catalog)}")
             return
+        try:
+            # stdin may decode with surrogateescape; such text cannot be relayed.
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            self._print("the message is not valid UTF-8")
+            return
         notification_id, delivered = hub.publish(event, {"message": message.strip()})
         self._print(f"sent {event} id={notification_id} delivered={delivered}")
 
@@ -93,7 +99,7 @@ class Console:
         """One line of counters, ``key=value`` separated by spaces."""
         server = self.server
         hub, stats = server.hub, server.hub.stats
-        parts = {
+        parts: dict[str, object] = {
             "connections": len(hub.connections),
             "subscribers": hub.subscription_count,
             "connections_total": stats.connections_total,
@@ -104,5 +110,14 @@ class Console:
         }
         if server.storage is not None:
             parts.update({f"storage_{k}": v for k, v in server.storage.stats().items()})
+        if server.mail is not None:
+            mail = server.mail.dispatcher
+            parts.update(
+                {
+                    "mail_queued": mail.queued,
+                    "mail_failed_handoffs": mail.failed_attempts,
+                    "mail_broker": "down" if mail.broker_down else "up",
+                }
+            )
         disconnects = ",".join(f"{k}:{v}" for k, v in sorted(stats.disconnects.items()))
         return " ".join(f"{k}={v}" for k, v in parts.items()) + f" disconnects={disconnects or '-'}"

@@ -20,6 +20,7 @@ Server messages are built by :func:`encode_server` and read back by
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from .config import Limits
 
 __all__ = [
     "ALL_EVENTS",
+    "RESERVED_TYPES",
     "ClientMessage",
     "Error",
     "EventsRequest",
@@ -45,6 +47,7 @@ __all__ = [
     "Subscribe",
     "SubscriptionsRequest",
     "Unsubscribe",
+    "check_catalog_name",
     "decode_client",
     "decode_command",
     "decode_server",
@@ -222,9 +225,44 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _parse_float(text: str) -> float:
+    # 1e999 would become inf, which we could only relay as the non-JSON
+    # "Infinity"; refuse it like NaN.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    # json.loads turns a "\ud800" escape into a lone surrogate, which no
+    # UTF-8 encoder accepts: relaying it would fail in every subscriber's writer.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _too_large(text: str, limit: int) -> bool:
+    # The limit is in UTF-8 bytes; encoding is only needed when the
+    # character count alone cannot decide (a character is at most 4 bytes).
+    if len(text) > limit:
+        return True
+    if len(text) * 4 <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 def load_object(text: str, limits: Limits) -> dict[str, Any]:
     """Parse one JSON object within the limits, or raise ProtocolError."""
-    if len(text) > limits.max_message_bytes:
+    if _too_large(text, limits.max_message_bytes):
         raise ProtocolError(
             MESSAGE_TOO_LARGE, f"message longer than {limits.max_message_bytes} bytes"
         )
@@ -232,11 +270,15 @@ def load_object(text: str, limits: Limits) -> dict[str, Any]:
         raise ProtocolError(NUL_BYTE, "NUL characters are not allowed")
     _check_depth(text, limits.max_json_depth)
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "expected a JSON object")
+    if "\\u" in text and _has_lone_surrogate(obj):
+        raise ProtocolError(
+            INVALID_UTF8, "a \\u escape encodes a lone surrogate, which is not Unicode text"
+        )
     return obj
 
 
@@ -252,6 +294,22 @@ def check_event_name(name: object, limits: Limits, *, allow_all: bool = True) ->
             f"invalid event name {name[:64]!r}: use 1-{limits.max_event_name} letters, "
             "digits or _.:-",
         )
+    return name
+
+
+#: Message types of the protocol itself: an event with one of these names
+#: could not be told apart from them in seed form.
+RESERVED_TYPES: Final = _CONTROL_TYPES | frozenset(
+    {"welcome", "registered", "subscribed", "unsubscribed", "published", "dropped",
+     "goodbye", "error"}
+)  # fmt: skip
+
+
+def check_catalog_name(name: str, limits: Limits) -> str:
+    """Return ``name`` if it can be an event of the catalog, else raise."""
+    check_event_name(name, limits, allow_all=False)
+    if name in RESERVED_TYPES:
+        raise ProtocolError(INVALID_EVENT, f"{name!r} is a protocol message type")
     return name
 
 

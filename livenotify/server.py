@@ -23,7 +23,7 @@ from .config import Config
 from .console import Console
 from .hub import Hub
 from .listeners import bound_addresses, client_ip, format_address, open_listeners
-from .mail import start_mail
+from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
 from .storage import StorageBridge, StorageBusy
@@ -41,6 +41,7 @@ class Server:
         self.admission = Admission(config.limits)
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
+        self.mail: MailService | None = None
         self.tcp_port = 0
         self.ws_port = 0
         self._console = console
@@ -73,14 +74,19 @@ class Server:
                 _close_all(tcp + ws)
                 raise
             async with trio.open_nursery() as connections:
+                # Signals are handled before "ready" is logged, so a SIGINT
+                # sent right after it is a graceful shutdown, not a traceback.
+                await root.start(self._watch_signals)
                 await connections.start(self._accept, tcp, ws, connections)
-                root.start_soon(self._watch_signals)
                 if self._console:
                     root.start_soon(Console(self).run)
-                log.info("ready tcp=%d ws=%d", self.tcp_port, self.ws_port)
+                # WARNING so that scripts waiting for it see it at any log level.
+                log.warning("ready tcp=%d ws=%d", self.tcp_port, self.ws_port)
                 task_status.started(self)
                 await self._shutdown.wait()
                 await self._drain(connections)
+            if self.mail is not None:
+                self.mail.stop()  # pending rows stay in the outbox for next time
             if self.storage is not None:
                 with trio.move_on_after(config.grace_period) as scope:
                     await self.storage.aclose()
@@ -96,7 +102,7 @@ class Server:
         await root.start(storage.run)
         self.storage = storage
         self.hub.add_observer(self._on_publish)
-        await start_mail(root, self.config, storage)
+        self.mail = await start_mail(root, self.config, storage)
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
         # The notification log feeds the e-mail outbox; a full storage
@@ -152,8 +158,11 @@ class Server:
             await self._drained.wait()
         connections.cancel_scope.cancel()
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 self.request_shutdown(signal.Signals(signum).name)
 
@@ -163,6 +172,10 @@ class Server:
             session.shutdown()
         try:
             await session.run()
+        except Exception:
+            # A bug in one session must not take the server (and every other
+            # client) down with it: log it with its traceback and move on.
+            log.exception("session %s failed", session.transport.peer)
         finally:
             self.sessions.discard(session)
             self.admission.release(ip)
@@ -170,7 +183,12 @@ class Server:
                 self._drained.set()
 
     async def _handle_tcp(self, stream: trio.SocketStream) -> None:
-        sockaddr = stream.socket.getpeername()
+        try:
+            sockaddr = stream.socket.getpeername()
+        except OSError:
+            # Reset before we got to it (ENOTCONN): nothing to serve.
+            await stream.aclose()
+            return
         ip, peer = client_ip(str(sockaddr[0])), format_address(sockaddr)
         if not self.admission.admit(ip):
             log.warning("refuse tcp %s: too_many_connections", peer)
@@ -188,7 +206,12 @@ class Server:
         )
 
     async def _handle_ws(self, request: WebSocketRequest) -> None:
-        remote = request.remote
+        try:
+            remote = request.remote
+        except OSError:
+            # Reset before we got to it (ENOTCONN); trio-websocket closes
+            # the connection when the handler returns.
+            return
         if isinstance(remote, str):
             ip = peer = remote
         else:

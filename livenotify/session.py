@@ -41,6 +41,10 @@ from .transports import Transport, TransportClosed
 
 log = logging.getLogger(__name__)
 
+
+def _storage_busy() -> ProtocolError:
+    return ProtocolError(protocol.STORAGE_BUSY, "storage is busy; try again shortly")
+
 _REASON_TEXT = {
     protocol.SLOW_CONSUMER: "not reading fast enough: the notification queue is full",
     protocol.IDLE_TIMEOUT: "no answer to the liveness ping",
@@ -260,7 +264,10 @@ class Session:
         sub = self.sub
         stored: list[str] = []
         if self.storage is not None:
-            stored = await self.storage.subscriptions_of(email)
+            try:
+                stored = await self.storage.subscriptions_of(email)
+            except StorageBusy:
+                raise _storage_busy() from None
             explicit = sorted(self._explicit)
             self._store(self.storage.register, email)
             if explicit:
@@ -278,9 +285,7 @@ class Session:
         try:
             write(*args)
         except StorageBusy:
-            raise ProtocolError(
-                protocol.STORAGE_BUSY, "storage is busy; try again shortly"
-            ) from None
+            raise _storage_busy() from None
 
     def _check_known(self, events: Sequence[str]) -> None:
         unknown = self.hub.unknown(events)

@@ -365,12 +365,6 @@ def test_connect_disconnect_burst_leaves_nothing_behind(server: ServerProcess) -
     assert "connections=0" in line and "subscribers=0" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug reported to the lead: getpeername() on a connection the client "
-    "already reset raises OSError (ENOTCONN) in Server._handle_tcp / trio-websocket's "
-    "request.remote in _handle_ws, which crashes the whole server (exit status 2)",
-)
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
 def test_reset_right_after_connect_does_not_kill_the_server(transport: str) -> None:
     with running_server(*LIMIT_ARGS) as srv:
