@@ -109,7 +109,10 @@ class ServerProcess:
         return self.proc.wait(5)
 
 
-def serve_command(*args: str) -> list[str]:
+def serve_command(*args: str, script: str | None = None) -> list[str]:
+    """``python -m livenotify serve ARGS``, or ``python ROOT/SCRIPT ARGS``."""
+    if script is not None:
+        return [sys.executable, str(ROOT / script), *args]
     return [sys.executable, "-m", "livenotify", "serve", *args]
 
 
@@ -124,8 +127,9 @@ def running_server(
     ws_port: int = 0,
     data_dir: str | None = None,
     worker: bool = False,
+    script: str | None = None,
 ) -> Iterator[ServerProcess]:
-    """Start ``livenotify serve`` on free ports; stop it after.
+    """Start ``livenotify serve`` (or the seed's ``script``) on free ports; stop it after.
 
     The embedded e-mail worker is off unless ``worker`` is set: it is a
     Celery process that costs seconds per server, and only mail tests need it.
@@ -140,6 +144,7 @@ def running_server(
         "--data-dir", data_dir or os.path.join(tmp, "data"),
         *([] if worker else ["--no-worker"]),
         *args,
+        script=script,
     )  # fmt: skip
     proc = subprocess.Popen(
         argv,

@@ -13,8 +13,11 @@ import os
 import queue
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +134,83 @@ def test_seed1_tcp_flow(dual_server: ServerProcess, host: str) -> None:
         assert got["type"] == "furniture_updated" and got["message"] == "mesa actualizada"
         client.send_line("exit")
         assert client.recv()["type"] == "goodbye"
+
+
+class LineReader:
+    """A subprocess's stdout, one line at a time, each wait bounded."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r}: {''.join(self.seen)!r}")
+
+
+@pytest.mark.parametrize(("listen", "connect"), [("::", "::1"), ("::", "127.0.0.1"),
+                                                 ("127.0.0.1", "127.0.0.1")])  # fmt: skip
+def test_seed1_scripts_as_written(listen: str, connect: str) -> None:
+    """``python server.py --host H --port P`` and ``python client.py --host H --port P``."""
+    with running_server(host=listen, script="server.py") as srv:
+        srv.wait_log(rf"listening tcp .*:{srv.tcp_port}")  # "indicando dirección y puerto"
+        argv = [sys.executable, str(ROOT / "client.py"), "--host", connect]
+        client = subprocess.Popen(
+            [*argv, "--port", str(srv.tcp_port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        out = LineReader(client)
+        try:
+            assert client.stdin is not None
+            assert "furniture_created" in out.wait_for("events")
+            client.stdin.write("ana@example.com\nsubscribe furniture_created\n")
+            client.stdin.flush()
+            out.wait_for("registered as ana@example.com")
+            out.wait_for("subscribed to: furniture_created")
+            srv.command("send furniture_created mesa nueva", r"delivered=1")
+            assert "mesa nueva" in out.wait_for("furniture_created:")
+            client.stdin.write("exit\n")
+            client.stdin.close()
+            assert client.wait(15) == 0
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait(5)
+
+
+def test_seed1_ipv4_only_server_refuses_ipv6() -> None:
+    with running_server(host="127.0.0.1", script="server.py") as srv:
+        with pytest.raises(OSError):
+            socket.create_connection(("::1", srv.tcp_port), timeout=5).close()
+        with LineClient("127.0.0.1", srv.tcp_port) as client:
+            assert client.recv()["type"] == "welcome"
+
+
+def test_seed2_websocket_server_script() -> None:
+    """``python websocket_server.py`` serves ``ws://localhost:<port>`` as the seed describes."""
+    with running_server(host="::", script="websocket_server.py") as srv:
+        listener = Wscat(f"ws://localhost:{srv.ws_port}")
+        try:
+            assert listener.next()["type"] == "welcome"
+            listener.type('{"type": "ping"}')
+            assert listener.next()["type"] == "pong"
+        finally:
+            listener.close()
