@@ -29,33 +29,41 @@ READY = re.compile(r"ready tcp=(\d+) ws=(\d+)")
 START_TIMEOUT = 30.0
 
 
-class ServerProcess:
-    """A ``livenotify serve`` subprocess with its log captured line by line."""
+class LogLines:
+    """Lines of a subprocess's output, captured by a thread, waitable."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
+    def __init__(self, stream: Any) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.tcp_port = 0
-        self.ws_port = 0
+        self._done = False
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
+    def _read(self, stream: Any) -> None:
+        for line in stream:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
         with self._cond:
+            self._done = True
             self._cond.notify_all()
 
-    def log_text(self) -> str:
+    def mark(self) -> int:
+        """Index of the next line, to wait only for lines after now."""
         with self._cond:
-            return "\n".join(self.lines[-80:])
+            return len(self.lines)
 
-    def wait_log(self, regex: str, timeout: float = 10.0, *, start: int = 0) -> re.Match[str]:
-        """The first log/console line from index ``start`` matching ``regex``."""
+    def text(self, last: int = 60) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-last:])
+
+    def count(self, regex: str, start: int = 0) -> int:
+        pattern = re.compile(regex)
+        with self._cond:
+            return sum(1 for line in self.lines[start:] if pattern.search(line))
+
+    def wait(self, regex: str, timeout: float = 20.0, *, start: int = 0) -> re.Match[str]:
+        """The first line from index ``start`` matching ``regex``; bounded by ``timeout``."""
         pattern = re.compile(regex)
         deadline = time.monotonic() + timeout
         index = start
@@ -67,17 +75,32 @@ class ServerProcess:
                     if m:
                         return m
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and index >= len(self.lines)):
+                if remaining <= 0 or self._done:
                     break
                 self._cond.wait(min(remaining, 0.5))
-        raise AssertionError(
-            f"no line matching {regex!r} within {timeout}s; server log:\n{self.log_text()}"
-        )
+        raise AssertionError(f"no line matching {regex!r} within {timeout}s; log:\n{self.text()}")
+
+
+class ServerProcess:
+    """A ``livenotify serve`` subprocess with its log captured line by line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.log = LogLines(proc.stdout)
+        self.lines = self.log.lines
+        self.tcp_port = 0
+        self.ws_port = 0
+
+    def log_text(self) -> str:
+        return self.log.text(80)
+
+    def wait_log(self, regex: str, timeout: float = 10.0, *, start: int = 0) -> re.Match[str]:
+        """The first log/console line from index ``start`` matching ``regex``."""
+        return self.log.wait(regex, timeout, start=start)
 
     def mark(self) -> int:
         """Index of the next log line, to wait only for lines after now."""
-        with self._cond:
-            return len(self.lines)
+        return self.log.mark()
 
     def console(self, line: str) -> None:
         """Type a line on the admin console."""

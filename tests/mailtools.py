@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from typing import Any
 import trio
 from aiosmtpd.controller import Controller
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, LogLines
 
 #: The Redis test database of the mail tests (flushed before and after).
 MAIL_REDIS_DB = 13
@@ -198,56 +197,6 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
-
-
-class LogLines:
-    """Lines of a subprocess's output, captured by a thread, waitable."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._done = False
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._done = True
-            self._cond.notify_all()
-
-    def mark(self) -> int:
-        with self._cond:
-            return len(self.lines)
-
-    def text(self, last: int = 60) -> str:
-        with self._cond:
-            return "\n".join(self.lines[-last:])
-
-    def count(self, regex: str, start: int = 0) -> int:
-        pattern = re.compile(regex)
-        with self._cond:
-            return sum(1 for line in self.lines[start:] if pattern.search(line))
-
-    def wait(self, regex: str, timeout: float = 20.0, *, start: int = 0) -> re.Match[str]:
-        pattern = re.compile(regex)
-        deadline = time.monotonic() + timeout
-        index = start
-        with self._cond:
-            while True:
-                while index < len(self.lines):
-                    m = pattern.search(self.lines[index])
-                    index += 1
-                    if m:
-                        return m
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._done:
-                    break
-                self._cond.wait(min(remaining, 0.5))
-        raise AssertionError(f"no line matching {regex!r} within {timeout}s; log:\n{self.text()}")
 
 
 class WorkerProcess:

@@ -17,13 +17,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, LineClient, ServerProcess, running_server
+from tests.helpers import ROOT, LineClient, LogLines, ServerProcess, running_server
 
 SEED_MESSAGES = [
     '{"type": "furniture_created", "furniture": {"furniture_id": "test123", "nombre": "Silla Test", "descripcion": "Silla de prueba", "altura": 90, "ancho": 45, "material": "plastico", "autor_username": "TestUser"}}',  # noqa: E501
@@ -136,32 +135,6 @@ def test_seed1_tcp_flow(dual_server: ServerProcess, host: str) -> None:
         assert client.recv()["type"] == "goodbye"
 
 
-class LineReader:
-    """A subprocess's stdout, one line at a time, each wait bounded."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r}: {''.join(self.seen)!r}")
-
-
 @pytest.mark.parametrize(("listen", "connect"), [("::", "::1"), ("::", "127.0.0.1"),
                                                  ("127.0.0.1", "127.0.0.1")])  # fmt: skip
 def test_seed1_scripts_as_written(listen: str, connect: str) -> None:
@@ -177,16 +150,16 @@ def test_seed1_scripts_as_written(listen: str, connect: str) -> None:
             text=True,
             bufsize=1,
         )
-        out = LineReader(client)
+        out = LogLines(client.stdout)
         try:
             assert client.stdin is not None
-            assert "furniture_created" in out.wait_for("events")
+            assert "furniture_created" in out.wait("events").string
             client.stdin.write("ana@example.com\nsubscribe furniture_created\n")
             client.stdin.flush()
-            out.wait_for("registered as ana@example.com")
-            out.wait_for("subscribed to: furniture_created")
+            out.wait("registered as ana@example.com")
+            out.wait("subscribed to: furniture_created")
             srv.command("send furniture_created mesa nueva", r"delivered=1")
-            assert "mesa nueva" in out.wait_for("furniture_created:")
+            assert "mesa nueva" in out.wait("furniture_created:").string
             client.stdin.write("exit\n")
             client.stdin.close()
             assert client.wait(15) == 0
