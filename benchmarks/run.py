@@ -10,6 +10,11 @@
 - slow: 5% of the subscribers stop reading (livenotify with
   ``--slow-policy disconnect`` and ``drop``; the peer as it is).
 
+Every fan-out row also gives deliveries per second of the server's own CPU
+time (psutil user + system, first publish to last delivery), the fair
+figure on a machine where the generator's core saturates first; the idle
+rows give server CPU per accepted connection.
+
 The load generator is ``benchmarks/loadgen/loadgen.js`` (node + ``ws``,
 installed with npm into the gitignored ``benchmarks/loadgen/node_modules``
 on first use). Server and generator are pinned to different cores. Results:
@@ -202,6 +207,10 @@ class Server:
         t = self.ps.cpu_times()
         return float(t.user + t.system)
 
+    def cpu_system(self) -> float:
+        """Kernel-side CPU seconds only (syscalls: the per-delivery send())."""
+        return float(self.ps.cpu_times().system)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -311,12 +320,13 @@ def run_loadgen(
     )
     assert proc.stdout is not None and proc.stdin is not None
     result: dict[str, Any] = {}
-    cpu0 = t0 = 0.0
+    cpu0 = t0 = sys0 = 0.0
     try:
         for line in proc.stdout:
             msg = json.loads(line)
             if msg.get("phase") == "publishing":
                 cpu0, t0 = server.cpu(), time.monotonic()
+                sys0 = server.cpu_system()
             elif msg.get("phase") == "open":
                 result = msg
                 if hold:
@@ -328,9 +338,10 @@ def run_loadgen(
             else:
                 result = msg
                 if t0:
-                    result["server_cpu_pct"] = (
-                        100 * (server.cpu() - cpu0) / max(time.monotonic() - t0, 1e-9)
-                    )
+                    cpu_s = server.cpu() - cpu0
+                    result["server_cpu_s"] = cpu_s
+                    result["server_sys_share"] = (server.cpu_system() - sys0) / max(cpu_s, 1e-9)
+                    result["server_cpu_pct"] = 100 * cpu_s / max(time.monotonic() - t0, 1e-9)
         proc.wait(RUN_TIMEOUT_S)
     finally:
         if proc.poll() is None:
@@ -361,6 +372,14 @@ def _fanout_figures(r: dict[str, Any]) -> dict[str, Any]:
         "wall_s": r["wall_s"],
         "gen_cpu_pct": r["cpu_pct"],
         "server_cpu_pct": r.get("server_cpu_pct"),
+        "server_cpu_s": r.get("server_cpu_s"),
+        "server_sys_share": r.get("server_sys_share"),
+        # Deliveries per second of the server's own CPU time (user + system,
+        # psutil) from the first publish to the last delivery: what the
+        # server can do per core, whatever the generator's core allows.
+        "deliveries_per_cpu_s": (
+            r["deliveries"] / r["server_cpu_s"] if r.get("server_cpu_s") else None
+        ),
         "connected": r["connected"],
         "pub_errors": r["pub_errors"],
     }
@@ -407,8 +426,10 @@ def idle(server: Server, cores: set[int] | None, connections: int) -> dict[str, 
     figures: dict[str, Any] = {}
     time.sleep(0.5)
     before = server.rss()
+    cpu0 = server.cpu()
 
     def measure(opened: dict[str, Any]) -> None:
+        figures["server_cpu_s"] = server.cpu() - cpu0
         time.sleep(1.0)  # let the server finish per-connection setup
         figures["rss_delta_bytes"] = server.rss() - before
 
@@ -422,6 +443,8 @@ def idle(server: Server, cores: set[int] | None, connections: int) -> dict[str, 
             "connections_per_s": r["connections_per_s"],
             "rss_before_mib": before / 2**20,
             "kib_per_connection": figures["rss_delta_bytes"] / n / 1024,
+            # Server CPU per accepted connection (handshake, welcome, setup).
+            "cpu_ms_per_connection": 1000 * figures["server_cpu_s"] / n,
             "gen_cpu_pct": r["cpu_pct"],
             "closed_by_server": r.get("closed_by_server", 0),
         }
@@ -493,7 +516,7 @@ def table(rows: list[Row]) -> str:
     head = (
         f"{'scenario':<16}{'server':<24}{'subs':>6}  {'deliv/s':>9}{'x peer':>8}"
         f"{'lost':>7}{'dup':>5}{'reord':>6}{'p50 ms':>9}{'p99 ms':>9}{'x peer':>8}{'max ms':>9}"
-        f"{'srv cpu':>8}{'gen cpu':>8}"
+        f"{'srv cpu':>8}{'gen cpu':>8}{'deliv/cpu-s':>12}{'x peer':>8}"
     )
     out.append(head)
     out.append("-" * len(head))
@@ -510,6 +533,9 @@ def table(rows: list[Row]) -> str:
         p99_ratio = (
             f["p99_ms"] / p.figures["p99_ms"] if p and f["p99_ms"] and p.figures["p99_ms"] else None
         )
+        per_cpu = f.get("deliveries_per_cpu_s")
+        peer_cpu = p.figures.get("deliveries_per_cpu_s") if p else None
+        cpu_ratio = per_cpu / peer_cpu if per_cpu and peer_cpu else None
         label = r.server + ("/tcp" if r.transport == "tcp" else "")
         scen = r.scenario + (f"@{f['rate']:g}/s" if f["rate"] else "")
         out.append(
@@ -518,6 +544,7 @@ def table(rows: list[Row]) -> str:
             f"{_fmt(f['reordered']):>6}{_fmt(f['p50_ms'], 1):>9}{_fmt(f['p99_ms'], 1):>9}"
             f"{_fmt(p99_ratio, 2) if p99_ratio else '':>8}{_fmt(f['max_ms'], 1):>9}"
             f"{_fmt(f['server_cpu_pct']):>7}%{_fmt(f['gen_cpu_pct']):>7}%"
+            f"{_fmt(per_cpu):>12}{_fmt(cpu_ratio, 2) if cpu_ratio else '':>8}"
         )
         if r.scenario.startswith("slow"):
             extra = ""
@@ -534,21 +561,26 @@ def table(rows: list[Row]) -> str:
         out.append("")
         out.append(
             f"{'idle':<16}{'server':<24}{'conns':>6}  {'KiB/conn':>9}{'x peer':>8}"
-            f"{'conn/s':>9}{'x peer':>8}{'RSS0 MiB':>10}"
+            f"{'conn/s':>9}{'x peer':>8}{'RSS0 MiB':>10}{'cpu ms/conn':>12}{'x peer':>8}"
+            f"{'gen cpu':>8}"
         )
         peer_row = next((r for r in idle_rows if r.server == "websockets"), None)
         for r in idle_rows:
             f = r.figures
-            mem_ratio = rate_ratio = ""
+            mem_ratio = rate_ratio = cpu_ratio = ""
             if peer_row and r is not peer_row:
                 base = peer_row.figures
                 mem_ratio = _fmt(f["kib_per_connection"] / base["kib_per_connection"], 2)
-                rate_ratio = _fmt(f["connections_per_s"] / peer_row.figures["connections_per_s"], 2)
+                rate_ratio = _fmt(f["connections_per_s"] / base["connections_per_s"], 2)
+                if base.get("cpu_ms_per_connection") and f.get("cpu_ms_per_connection"):
+                    cpu_ratio = _fmt(f["cpu_ms_per_connection"] / base["cpu_ms_per_connection"], 2)
             out.append(
                 f"{'idle':<16}{r.server:<24}{f['connected']:>6}  "
                 f"{_fmt(f['kib_per_connection'], 1):>9}{mem_ratio:>8}"
                 f"{_fmt(f['connections_per_s']):>9}{rate_ratio:>8}"
                 f"{_fmt(f['rss_before_mib'], 1):>10}"
+                f"{_fmt(f.get('cpu_ms_per_connection'), 3):>12}{cpu_ratio:>8}"
+                f"{_fmt(f.get('gen_cpu_pct')):>7}%"
             )
     return "\n".join(out)
 
@@ -560,11 +592,11 @@ def chart(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, c, b) = plt.subplots(1, 3, figsize=(16, 4.2))
     series = [
-        ("livenotify", "fanout", "ws", "livenotify (WebSocket)", "o-"),
-        ("livenotify", "tcp", "tcp", "livenotify (TCP)", "s--"),
-        ("websockets", "fanout", "ws", "websockets peer", "^-"),
+        ("livenotify", "fanout", "ws", "livenotify (WebSocket)", "o-C0"),
+        ("livenotify", "tcp", "tcp", "livenotify (TCP)", "s--C1"),
+        ("websockets", "fanout", "ws", "websockets peer", "^-C2"),
     ]
     for server, scen, transport, label, style in series:
         pts = sorted(
@@ -574,9 +606,16 @@ def chart(rows: list[Row], path: Path) -> None:
         )
         if pts:
             a.plot(*zip(*pts, strict=True), style, label=label)
+        pts = sorted(
+            (r.subscribers, r.figures.get("deliveries_per_cpu_s") or 0)
+            for r in rows
+            if r.server == server and r.scenario == scen and r.transport == transport
+        )
+        if pts:
+            c.plot(*zip(*pts, strict=True), style, label=label)
     for server, label, style in [
-        ("livenotify", "livenotify", "o-"),
-        ("websockets", "websockets peer", "^-"),
+        ("livenotify", "livenotify", "o-C0"),
+        ("websockets", "websockets peer", "^-C2"),
     ]:
         pts = sorted(
             (r.subscribers, r.figures["p99_ms"])
@@ -591,13 +630,18 @@ def chart(rows: list[Row], path: Path) -> None:
         xlabel="subscribers",
         ylabel="deliveries / s",
     )
+    c.set(
+        title="Fan-out per second of server CPU time",
+        xlabel="subscribers",
+        ylabel="deliveries / server CPU-s",
+    )
     shown = "/".join(map(str, rates))
     b.set(
         title=f"p99 publish-to-receive latency at a fixed rate ({shown} msg/s)",
         xlabel="subscribers",
         ylabel="ms",
     )
-    for ax in (a, b):
+    for ax in (a, c, b):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -708,9 +752,11 @@ def main(argv: list[str] | None = None) -> int:
                 "p99_ms",
                 "kib_per_connection",
                 "connections_per_s",
+                "cpu_ms_per_connection",
                 "closed_by_server",
                 "gen_cpu_pct",
                 "server_cpu_pct",
+                "deliveries_per_cpu_s",
             )
         }
         print(

@@ -8,6 +8,7 @@ true/false). A flag on the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -155,6 +156,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Every connection keeps a few hundred long-lived objects; with the
+    # default thresholds, full collections re-walk all of them again and
+    # again while connections arrive (most of the accept CPU under a connect
+    # storm, see BENCHMARKS.md). Rarer full collections keep that in check.
+    gc.set_threshold(700, 10, 100)
     try:
         trio.run(serve, config)
     except KeyboardInterrupt:

@@ -42,21 +42,37 @@ class Outbox:
     Leaner than a memory channel for this one job: the writer takes
     everything queued in one call, and ``busy`` tells the publisher whether
     the writer holds a batch it has not finished writing (see
-    :meth:`Subscriber.push`).
+    :meth:`Subscriber.push`). Most connections never queue anything (the
+    direct write takes it all), so the writer task is only started by
+    ``on_queue``, with the first item ever queued, and the parking lots are
+    only made when somebody waits.
     """
 
-    __slots__ = ("_closed", "_items", "_not_empty", "_room", "busy", "maxlen")
+    __slots__ = (
+        "_closed", "_items", "_not_empty", "_room", "_tail_first", "busy", "maxlen", "on_queue",
+    )  # fmt: skip
 
     def __init__(self, maxlen: int) -> None:
         self.maxlen = maxlen
-        self._items: deque[Payload | bytes] = deque()
-        self._not_empty = trio.lowlevel.ParkingLot()
-        self._room = trio.lowlevel.ParkingLot()
+        self._items: list[Payload | bytes] = []
+        self._not_empty: trio.lowlevel.ParkingLot | None = None
+        self._room: trio.lowlevel.ParkingLot | None = None
         self._closed = False
+        #: ``_items[0]`` is the unsent rest of a partly written frame.
+        self._tail_first = False
         self.busy = False
+        #: Called once, when the first item is queued: starts the writer.
+        self.on_queue: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _queued(self) -> None:
+        if self._not_empty is not None:
+            self._not_empty.unpark()
+        elif self.on_queue is not None:
+            start_writer, self.on_queue = self.on_queue, None
+            start_writer()
 
     def offer(self, item: Payload | bytes) -> bool:
         """Queue without waiting; False when full. Raises when closed."""
@@ -65,17 +81,37 @@ class Outbox:
         if len(self._items) >= self.maxlen:
             return False
         self._items.append(item)
-        self._not_empty.unpark()
+        self._queued()
         return True
+
+    def tail(self, rest: bytes) -> None:
+        """Queue the unsent rest of a frame whose start was just written
+        directly (the queue is empty then). Raises when closed."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._items.append(rest)
+        self._tail_first = True
+        self._queued()
+
+    def urgent(self, item: bytes) -> None:
+        """Queue a control frame (a ping) ahead of everything not yet being
+        written (but after a frame's unsent rest), even when full: it is
+        tiny, and a long queue must not delay it. Raises when closed."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._items.insert(1 if self._tail_first else 0, item)
+        self._queued()
 
     async def put(self, item: Payload | bytes) -> None:
         """Queue, waiting for room (replies: the client's own backpressure)."""
         while len(self._items) >= self.maxlen and not self._closed:
+            if self._room is None:
+                self._room = trio.lowlevel.ParkingLot()
             await self._room.park()
         if self._closed:
             raise trio.ClosedResourceError
         self._items.append(item)
-        self._not_empty.unpark()
+        self._queued()
 
     async def take(self) -> list[Payload | bytes]:
         """Everything queued (waiting for at least one); [] once closed and empty.
@@ -85,11 +121,14 @@ class Outbox:
         while not self._items:
             if self._closed:
                 return []
+            if self._not_empty is None:
+                self._not_empty = trio.lowlevel.ParkingLot()
             await self._not_empty.park()
-        items = list(self._items)
-        self._items.clear()
+        items, self._items = self._items, []
+        self._tail_first = False
         self.busy = True
-        self._room.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
         return items
 
     def done(self) -> None:
@@ -99,11 +138,14 @@ class Outbox:
     def close(self) -> None:
         """No more items; the writer drains what is left, then stops."""
         self._closed = True
-        self._not_empty.unpark_all()
-        self._room.unpark_all()
+        self.on_queue = None
+        if self._not_empty is not None:
+            self._not_empty.unpark_all()
+        if self._room is not None:
+            self._room.unpark_all()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One connection as the hub sees it."""
 
@@ -122,6 +164,8 @@ class Subscriber:
     #: Notifications dropped under the ``drop`` policy and not yet reported.
     dropped: int = 0
     delivered: int = 0
+    #: Its place in the heartbeat schedule (WebSocket connections).
+    probe: Probe | None = None
 
     @property
     def queued(self) -> int:
@@ -137,14 +181,33 @@ class Subscriber:
         queued for the writer task, ahead of anything else.
         """
         outbox = self.outbox
-        if not outbox.busy and not len(outbox):
+        if not outbox.busy and not outbox._items:
             data = self.frame(payload)
             sent = self.send_nowait(data)
             if sent is not None:
                 if sent < len(data):
-                    outbox.offer(data[sent:])
+                    if sent:
+                        outbox.tail(data[sent:])
+                    else:
+                        outbox.offer(payload)
                 return True
         return outbox.offer(payload)
+
+    def push_control(self, data: bytes) -> None:
+        """Write an already framed control frame (a ping) now, or as the
+        writer's next frame; past the queue limit. Raises
+        ``trio.ClosedResourceError`` once closing."""
+        outbox = self.outbox
+        if not outbox.busy and not outbox._items:
+            sent = self.send_nowait(data)
+            if sent is not None:
+                if sent < len(data):
+                    if sent:
+                        outbox.tail(data[sent:])
+                    else:
+                        outbox.urgent(data)
+                return
+        outbox.urgent(data)
 
     def describe(self) -> str:
         events = ",".join(sorted(self.events)) or "-"
@@ -152,6 +215,106 @@ class Subscriber:
             f"#{self.id} {self.transport} {self.peer} email={self.email or '-'} "
             f"events={events} queued={self.queued} delivered={self.delivered}"
         )
+
+
+class Probe:
+    """A connection's place in the heartbeat schedule.
+
+    Also what the WebSocket transport files as the waiter of its ping:
+    trio-websocket calls :meth:`set` when the matching pong arrives.
+    """
+
+    __slots__ = ("answered", "deadline", "sub", "transport", "waiting")
+
+    def __init__(self, sub: Subscriber, transport: Transport, deadline: float) -> None:
+        self.sub: Subscriber | None = sub
+        self.transport: Transport | None = transport
+        self.deadline = deadline
+        #: A ping is out; ``answered`` says whether its pong came back.
+        self.waiting = False
+        self.answered = False
+
+    def set(self) -> None:
+        self.answered = True
+
+
+class Heartbeat:
+    """One task probes every WebSocket connection (none per connection).
+
+    Each connection is pinged ``interval`` seconds after it attached and then
+    every ``interval`` seconds; a ping whose pong has not arrived by the next
+    turn, ``interval`` seconds later, ends the connection with
+    ``idle_timeout``. Every deadline is "now + interval" when it is set, so
+    the schedule is a FIFO queue, always in deadline order: no heap, no
+    timer per connection. A detached connection leaves only its small
+    :class:`Probe` in the queue until its turn comes.
+
+    :meth:`run` is one task of the server's nursery; it sleeps while there
+    is no connection to probe.
+    """
+
+    #: Probes handled between two checkpoints, so that a burst of due pings
+    #: (10,000 connections opened at once) does not stall the loop.
+    BATCH = 256
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._queue: deque[Probe] = deque()
+        #: Set while :meth:`run` waits for a first connection to probe.
+        self._wakeup: trio.Event | None = None
+
+    def watch(self, sub: Subscriber, transport: Transport) -> None:
+        probe = Probe(sub, transport, trio.current_time() + self.interval)
+        sub.probe = probe
+        self._queue.append(probe)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    @staticmethod
+    def unwatch(sub: Subscriber) -> None:
+        probe = sub.probe
+        if probe is not None:
+            probe.sub = probe.transport = None
+            sub.probe = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Probe every watched connection, forever."""
+        queue, interval = self._queue, self.interval
+        task_status.started()
+        handled = 0
+        while True:
+            if not queue:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                self._wakeup = None
+                continue
+            probe = queue[0]
+            now = trio.current_time()
+            if probe.deadline > now or handled >= self.BATCH:
+                handled = 0
+                await trio.sleep_until(probe.deadline)
+                continue
+            queue.popleft()
+            handled += 1
+            sub, transport = probe.sub, probe.transport
+            if sub is None or transport is None:
+                continue  # detached
+            if probe.waiting and not probe.answered:
+                self.unwatch(sub)
+                sub.kill(protocol.IDLE_TIMEOUT)
+                continue
+            frame = transport.ping_frame(probe)
+            if frame is None:
+                self.unwatch(sub)  # closing: the session ends on its own
+                continue
+            probe.waiting, probe.answered = True, False
+            try:
+                sub.push_control(frame)
+            except trio.ClosedResourceError:
+                self.unwatch(sub)
+                continue
+            probe.deadline = now + interval
+            queue.append(probe)
 
 
 @dataclass
@@ -178,6 +341,7 @@ class Hub:
         self.stats = HubStats()
         self._observers: list[PublishObserver] = []
         self._ids = itertools.count(1)
+        self.heartbeat = Heartbeat(config.idle_timeout)
 
     # -- connections ---------------------------------------------------------
 
@@ -193,10 +357,13 @@ class Hub:
         )  # fmt: skip
         self.connections[sub.id] = sub
         self.stats.connections_total += 1
+        if transport.probes:
+            self.heartbeat.watch(sub, transport)
         return sub
 
     def detach(self, sub: Subscriber, reason: str) -> None:
         """Forget a connection: every subscription goes with it."""
+        self.heartbeat.unwatch(sub)
         for event in sub.events:
             subs = self._by_event.get(event)
             if subs is not None:

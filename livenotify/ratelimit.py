@@ -13,6 +13,8 @@ class TokenBucket:
     ``rate <= 0`` disables the limit (for benchmarks and trusted producers).
     """
 
+    __slots__ = ("_burst", "_clock", "_last", "_rate", "_tokens")  # one per connection
+
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = trio.current_time
     ) -> None:

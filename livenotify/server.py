@@ -77,6 +77,7 @@ class Server:
                 # Signals are handled before "ready" is logged, so a SIGINT
                 # sent right after it is a graceful shutdown, not a traceback.
                 await root.start(self._watch_signals)
+                await connections.start(self.hub.heartbeat.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
                     root.start_soon(Console(self).run)

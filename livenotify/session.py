@@ -1,11 +1,15 @@
 """One connection's conversation, written once for both transports.
 
-A session runs three things under one cancel scope: the reader (this task),
-the writer (drains the hub queue into one ``send_all`` per wake-up) and the
-transport's heartbeat. Whatever ends the connection — the peer closing,
-``exit``, a dead heartbeat, a stuck write, the slow-consumer policy, server
-shutdown — lands in the ``finally`` of :meth:`Session.run`, which detaches
-from the hub, tells the peer why where it can, and logs one line.
+A session runs the reader (this task) and, only once something has had to
+be queued, a writer task (drains the hub queue into one ``send_all`` per
+wake-up), both in one nursery: most deliveries are written directly by
+the publisher (:meth:`Subscriber.push`), so an idle or keeping-up
+connection never has a writer. Liveness pings are the hub's one
+:class:`~livenotify.hub.Heartbeat` task, not a task per connection.
+Whatever ends the connection — the peer closing, ``exit``, an unanswered
+ping, a stuck write, the slow-consumer policy, server shutdown — lands in
+the ``finally`` of :meth:`Session.run`, which detaches from the hub, tells
+the peer why where it can, and logs one line.
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ _REASON_TEXT = {
 class Session:
     """Serve one connection until it ends, for any reason."""
 
+    # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
+    __slots__ = (
+        "_bucket", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
+        "_reader_scope", "_writer_done", "config", "hub", "storage", "sub", "transport",
+    )  # fmt: skip
+
     def __init__(
         self,
         hub: Hub,
@@ -69,15 +79,20 @@ class Session:
         self.transport = transport
         self.storage = storage
         self._initial_events = initial_events
-        self._scope = trio.CancelScope()
+        #: The connection's nursery while it runs; cancelling it ends everything.
+        self._nursery: trio.Nursery | None = None
+        self._killed = False
         self._reader_scope = trio.CancelScope()
         self._end_reason: str | None = None
         self._bucket = TokenBucket(config.limits.rate_per_second, config.limits.rate_burst)
         # Subscriptions the client asked for by message; only these are
         # persisted for its e-mail (not the WebSocket "*" default).
         self._explicit: set[str] = set()
-        self._writer_done = trio.Event()
+        #: Set once a writer task exists (it is started on demand), and set
+        #: by it when it ends.
+        self._writer_done: trio.Event | None = None
         self.sub: Subscriber = hub.attach(transport, self.kill)
+        self.sub.outbox.on_queue = self._start_writer
 
     # -- ending --------------------------------------------------------------
 
@@ -85,7 +100,9 @@ class Session:
         """End the connection now with ``reason`` (a protocol error code)."""
         if self._end_reason is None:
             self._end_reason = reason
-        self._scope.cancel()
+        self._killed = True
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     def shutdown(self) -> None:
         """Server shutdown: stop reading, flush what is queued, say goodbye."""
@@ -102,20 +119,23 @@ class Session:
         sub = self.sub
         log.info("connect %s %s #%d", self.transport.kind, self.transport.peer, sub.id)
         try:
-            with self._scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer)
-                    nursery.start_soon(self._heartbeat)
-                    await self._start()
-                    with self._reader_scope:
-                        reason = await self._reader()
-                        if self._end_reason is None:
-                            self._end_reason = reason
-                    # Let the writer flush everything queued (replies, goodbye).
-                    sub.outbox.close()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self._killed:
+                    nursery.cancel_scope.cancel()  # killed before it ran
+                if self._writer_done is not None:
+                    nursery.start_soon(self._writer)  # queued before it ran
+                await self._start()
+                with self._reader_scope:
+                    reason = await self._reader()
+                    if self._end_reason is None:
+                        self._end_reason = reason
+                # Let the writer flush everything queued (replies, goodbye).
+                sub.outbox.close()
+                if self._writer_done is not None:
                     with trio.move_on_after(self.config.write_timeout):
                         await self._writer_done.wait()
-                    nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
         finally:
             reason = self._end_reason or "eof"
             self.hub.detach(sub, reason)
@@ -144,7 +164,18 @@ class Session:
                     protocol.Error(protocol.UNKNOWN_EVENT, f"unknown events: {', '.join(unknown)}")
                 )
 
+    def _start_writer(self) -> None:
+        """The outbox got its first item: from now on a writer task drains it."""
+        self._writer_done = trio.Event()
+        if self._nursery is not None:
+            try:
+                self._nursery.start_soon(self._writer)
+            except RuntimeError:
+                pass  # the nursery is closing: nothing more is written
+        # else run() starts it
+
     async def _writer(self) -> None:
+        assert self._writer_done is not None
         sub, transport = self.sub, self.transport
         frame = transport.frame
         outbox = sub.outbox
@@ -167,10 +198,6 @@ class Session:
             self.kill("eof")
         finally:
             self._writer_done.set()
-
-    async def _heartbeat(self) -> None:
-        reason = await self.transport.heartbeat(self.config.idle_timeout)
-        self.kill(reason)
 
     async def _reader(self) -> str:
         transport, limits = self.transport, self.config.limits

@@ -8,6 +8,10 @@ from ..payload import Payload
 from ..protocol import ProtocolError
 
 
+class PongWaiter(Protocol):
+    def set(self) -> None: ...
+
+
 class TransportClosed(Exception):
     """The peer is gone; raised by ``send_all`` at the transport boundary."""
 
@@ -17,9 +21,13 @@ class Transport(Protocol):
     kind: str
     #: "ip:port" of the peer, for logs and the console.
     peer: str
-    #: True while a write is in progress or was interrupted: the stream is
-    #: then in an unknown state and must be closed without writing more.
+    #: True while a write is in progress or was interrupted, or a direct
+    #: write left part of a frame for the writer task: the stream is then in
+    #: the middle of a frame and must be closed without writing more.
     dirty: bool
+    #: Whether the hub's heartbeat pings this connection (WebSocket: yes;
+    #: TCP peers are often ``nc``, which cannot answer).
+    probes: bool
 
     async def receive(self) -> str | ProtocolError | None:
         """The next text message, a framing error, or None once the peer closed."""
@@ -38,8 +46,10 @@ class Transport(Protocol):
         """Write already framed bytes; raise TransportClosed if the peer is gone."""
         ...
 
-    async def heartbeat(self, interval: float) -> str:
-        """Probe liveness forever; return a reason code when the peer is dead."""
+    def ping_frame(self, waiter: PongWaiter) -> bytes | None:
+        """A framed liveness ping to write now, in order with the data;
+        ``waiter.set()`` is called when its answer arrives. None when the
+        connection is closing (or the transport does not probe)."""
         ...
 
     async def close(self, reason: str, message: str) -> None:

@@ -9,7 +9,7 @@ import trio
 from .. import protocol
 from ..payload import Payload
 from ..protocol import LineDecoder, ProtocolError
-from .base import TransportClosed
+from .base import PongWaiter, TransportClosed
 
 #: Bytes asked of the socket per read: large enough for a burst of commands,
 #: small enough that one connection's read buffer stays modest.
@@ -47,7 +47,12 @@ def raw_send(sock: socket.socket | None, data: bytes) -> int | None:
 class TcpTransport:
     """A connection on the TCP port."""
 
+    __slots__ = ("_decoder", "_raw", "_stream", "dirty", "peer")
     kind = "tcp"
+    # TCP peers are often `nc`, which cannot answer an application ping.
+    # Dead peers are found by TCP keepalive (set on the listening socket)
+    # and stuck readers by the write deadline instead.
+    probes = False
 
     def __init__(self, stream: trio.SocketStream, peer: str, max_line_bytes: int) -> None:
         self._stream = stream
@@ -77,7 +82,10 @@ class TcpTransport:
     def send_nowait(self, data: bytes) -> int | None:
         if self.dirty:
             return None
-        return raw_send(self._raw, data)
+        sent = raw_send(self._raw, data)
+        if sent and sent < len(data):
+            self.dirty = True  # a line's tail is left for the writer
+        return sent
 
     async def send_all(self, data: bytes) -> None:
         self.dirty = True
@@ -87,11 +95,8 @@ class TcpTransport:
             raise TransportClosed(str(exc)) from None
         self.dirty = False
 
-    async def heartbeat(self, interval: float) -> str:
-        # TCP peers are often `nc`, which cannot answer an application ping.
-        # Dead peers are found by TCP keepalive (set on the listening socket)
-        # and stuck readers by the write deadline instead.
-        await trio.sleep_forever()
+    def ping_frame(self, waiter: PongWaiter) -> bytes | None:
+        return None
 
     async def close(self, reason: str, message: str) -> None:
         if not self.dirty and reason not in ("eof", "exit", protocol.SHUTTING_DOWN):
