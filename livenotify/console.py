@@ -3,9 +3,9 @@
 Commands: ``send <event> <message>``, ``clients``, ``stats``, ``events``,
 ``help``, ``exit``. Replies go to stdout, one line each (``clients`` one line
 per connection); logs stay on stderr. End of stdin ends the console, not the
-server. stdin is read in a worker thread: a blocking read never touches the
-Trio thread, and unlike an ``FdStream`` it leaves the terminal's file flags
-alone.
+server. stdin is read and stdout written in worker threads: a blocking read
+or a full pipe never touches the Trio thread, and unlike an ``FdStream`` this
+leaves the terminal's file flags alone.
 """
 
 from __future__ import annotations
@@ -40,17 +40,38 @@ class Console:
         self.server = server
         self._in = stdin or sys.stdin
         self._out = out or sys.stdout
+        #: Replies of the command being run, written by the console's thread.
+        self._pending: list[str] = []
 
     def _print(self, text: str) -> None:
+        self._pending.append(text)
+
+    def _readline(self) -> str:
+        # Bytes, decoded leniently: a stray non-UTF-8 byte must not end the
+        # console (or, in a strict locale, the server).
+        buffer = getattr(self._in, "buffer", None)
+        if buffer is not None:
+            return bytes(buffer.readline()).decode("utf-8", "replace")
+        return self._in.readline()
+
+    def _write(self, text: str) -> None:
         print(text, file=self._out, flush=True)
 
     async def run(self) -> None:
         while True:
-            line = await trio.to_thread.run_sync(self._in.readline, abandon_on_cancel=True)
+            line = await trio.to_thread.run_sync(self._readline, abandon_on_cancel=True)
             if not line:
                 log.info("console: end of input; server keeps running")
                 return
-            self.execute(line.strip())
+            try:
+                self.execute(line.strip())
+            except Exception:
+                log.exception("console: command %r failed", line.strip()[:80])
+            if self._pending:
+                # In a thread: a stdout pipe nobody drains blocks the console,
+                # never the server.
+                text, self._pending = "\n".join(self._pending), []
+                await trio.to_thread.run_sync(self._write, text, abandon_on_cancel=True)
 
     def execute(self, line: str) -> None:
         """Run one console command line."""
@@ -85,12 +106,6 @@ class Console:
         hub = self.server.hub
         if not hub.is_known(event) or event == protocol.ALL_EVENTS:
             self._print(f"unknown event {event!r}; events: {' '.join(hub.catalog)}")
-            return
-        try:
-            # stdin may decode with surrogateescape; such text cannot be relayed.
-            message.encode("utf-8")
-        except UnicodeEncodeError:
-            self._print("the message is not valid UTF-8")
             return
         notification_id, delivered = hub.publish(event, {"message": message.strip()})
         self._print(f"sent {event} id={notification_id} delivered={delivered}")

@@ -181,6 +181,8 @@ class Subscriber:
         queued for the writer task, ahead of anything else.
         """
         outbox = self.outbox
+        if outbox._closed:
+            raise trio.ClosedResourceError  # ending: nothing more is written
         if not outbox.busy and not outbox._items:
             data = self.frame(payload)
             sent = self.send_nowait(data)
@@ -198,6 +200,8 @@ class Subscriber:
         writer's next frame; past the queue limit. Raises
         ``trio.ClosedResourceError`` once closing."""
         outbox = self.outbox
+        if outbox._closed:
+            raise trio.ClosedResourceError
         if not outbox.busy and not outbox._items:
             sent = self.send_nowait(data)
             if sent is not None:

@@ -15,7 +15,7 @@ import urllib.parse
 from functools import partial
 
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
+from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 from . import protocol
 from .admission import Admission
@@ -219,11 +219,19 @@ class Server:
             ip = client_ip(str(remote.address))
             peer = format_address((str(remote.address), remote.port))
         events = _query_events(request.path, self.config.limits.max_events_per_message)
-        ws = await request.accept()
-        if not self.admission.admit(ip):
-            log.warning("refuse ws %s: too_many_connections", peer)
-            with trio.move_on_after(1.0):
-                await ws.aclose(1013, protocol.TOO_MANY_CONNECTIONS)
+        try:
+            ws = await request.accept()
+            if not self.admission.admit(ip):
+                log.warning("refuse ws %s: too_many_connections", peer)
+                with trio.move_on_after(1.0):
+                    await ws.aclose(1013, protocol.TOO_MANY_CONNECTIONS)
+                return
+        except ConnectionClosed:
+            return  # reset during the handshake
+        except Exception:
+            # Whatever else one handshake raises stays with it: the shared
+            # connections nursery must not see it.
+            log.exception("ws %s: handshake failed", peer)
             return
         session = Session(self.hub, self.config, WsTransport(ws, peer), self.storage, events)
         await self._serve_session(session, ip)

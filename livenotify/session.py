@@ -45,6 +45,9 @@ from .transports import Transport, TransportClosed
 
 log = logging.getLogger(__name__)
 
+#: Bytes per write when the writer drains a backlog (see Session._write).
+WRITE_CHUNK = 256 * 1024
+
 
 def _storage_busy() -> ProtocolError:
     return ProtocolError(protocol.STORAGE_BUSY, "storage is busy; try again shortly")
@@ -188,9 +191,7 @@ class Session:
                     notice = protocol.encode_server(protocol.Dropped(sub.dropped))
                     chunks.append(frame(Payload(notice)))
                     sub.dropped = 0
-                with trio.move_on_after(self.config.write_timeout) as deadline:
-                    await transport.send_all(b"".join(chunks))
-                if deadline.cancelled_caught:
+                if not await self._write(chunks):
                     self.kill("write_timeout")
                     return
                 outbox.done()
@@ -198,6 +199,26 @@ class Session:
             self.kill("eof")
         finally:
             self._writer_done.set()
+
+    async def _write(self, chunks: list[bytes]) -> bool:
+        """Write ``chunks`` in pieces of about :data:`WRITE_CHUNK` bytes, each
+        under its own ``--write-timeout``; False when one missed it.
+
+        Pieces bound the memory a backlog costs (one join of at most
+        ~WRITE_CHUNK, not of the whole queue) and let a reader that is slow
+        but alive keep up with a long queue.
+        """
+        transport, timeout = self.transport, self.config.write_timeout
+        start, size = 0, 0
+        for end, chunk in enumerate(chunks, 1):
+            size += len(chunk)
+            if size >= WRITE_CHUNK or end == len(chunks):
+                with trio.move_on_after(timeout) as deadline:
+                    await transport.send_all(b"".join(chunks[start:end]))
+                if deadline.cancelled_caught:
+                    return False
+                start, size = end, 0
+        return True
 
     async def _reader(self) -> str:
         transport, limits = self.transport, self.config.limits
@@ -209,6 +230,14 @@ class Session:
                 return "eof"
             stats.messages_in += 1
             try:
+                # Every message costs a token, refused ones too: garbage must
+                # not be a way around the limit.
+                if not self._bucket.take():
+                    raise ProtocolError(
+                        protocol.RATE_LIMITED,
+                        f"more than {limits.rate_per_second:g} messages per second; "
+                        "message ignored",
+                    )
                 if isinstance(item, ProtocolError):
                     raise item
                 if is_tcp:
@@ -222,12 +251,6 @@ class Session:
                         msg = protocol.decode_command(stripped, limits)
                 else:
                     msg = protocol.decode_client(item, self.hub.catalog, limits)
-                if not self._bucket.take():
-                    raise ProtocolError(
-                        protocol.RATE_LIMITED,
-                        f"more than {limits.rate_per_second:g} messages per second; "
-                        "message ignored",
-                    )
                 log.info("recv #%d %s", self.sub.id, type(msg).__name__)
                 if await self._handle(msg):
                     return "exit"

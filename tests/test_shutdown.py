@@ -67,3 +67,14 @@ def test_console_help_and_unknown() -> None:
         srv.command("send nope hi", r"unknown event 'nope'")
         srv.command("send furniture_created", r"usage: send <event> <message>")
         srv.command("events", r"furniture_created furniture_updated furniture_deleted")
+
+
+def test_console_survives_bytes_that_are_not_utf8() -> None:
+    # A strict stdin decoder would raise on \xe9 and end the server with it.
+    with running_server(env={"PYTHONIOENCODING": "utf-8:strict"}) as srv:
+        assert srv.proc.stdin is not None
+        srv.proc.stdin.buffer.write(b"send furniture_created caf\xe9\n")  # type: ignore[attr-defined]
+        srv.proc.stdin.flush()
+        srv.wait_log(r"sent furniture_created id=\w+ delivered=0")
+        srv.command("stats", r"connections=0 ")
+        assert srv.proc.poll() is None

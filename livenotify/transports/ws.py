@@ -181,8 +181,9 @@ class WsTransport:
 
     def send_nowait(self, data: bytes) -> int | None:
         lock = self._lock
-        # trio-websocket's own frames (pong, close) hold the lock while sent.
-        if self.dirty or lock.locked():
+        # trio-websocket's own frames (pong, close) hold the lock while sent;
+        # after its close frame nothing may follow.
+        if self.dirty or lock.locked() or self._ws._close_reason is not None:
             return None
         sent = raw_send(self._raw, data)
         if sent and sent < len(data):
