@@ -113,6 +113,8 @@ class Session:
             self._end_reason = protocol.SHUTTING_DOWN
         if self.transport.kind == "tcp":
             self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN))
+        # Nothing may follow the goodbye; the writer flushes what is queued.
+        self.sub.outbox.close()
         self._reader_scope.cancel()
 
     # -- running -------------------------------------------------------------
