@@ -180,38 +180,32 @@ class Subscriber:
         ``send()`` and no task switch. What the kernel does not take is
         queued for the writer task, ahead of anything else.
         """
-        outbox = self.outbox
-        if outbox._closed:
-            raise trio.ClosedResourceError  # ending: nothing more is written
-        if not outbox.busy and not outbox._items:
-            data = self.frame(payload)
-            sent = self.send_nowait(data)
-            if sent is not None:
-                if sent < len(data):
-                    if sent:
-                        outbox.tail(data[sent:])
-                    else:
-                        outbox.offer(payload)
-                return True
-        return outbox.offer(payload)
+        if self._write_now(self.frame(payload)):
+            return True
+        return self.outbox.offer(payload)
 
     def push_control(self, data: bytes) -> None:
         """Write an already framed control frame (a ping) now, or as the
         writer's next frame; past the queue limit. Raises
         ``trio.ClosedResourceError`` once closing."""
+        if not self._write_now(data):
+            self.outbox.urgent(data)
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write ``data`` straight to the socket when nothing is queued or
+        being written; True when it is on its way (all sent, or its unsent
+        rest queued first). Raises ``trio.ClosedResourceError`` once closing."""
         outbox = self.outbox
         if outbox._closed:
-            raise trio.ClosedResourceError
-        if not outbox.busy and not outbox._items:
-            sent = self.send_nowait(data)
-            if sent is not None:
-                if sent < len(data):
-                    if sent:
-                        outbox.tail(data[sent:])
-                    else:
-                        outbox.urgent(data)
-                return
-        outbox.urgent(data)
+            raise trio.ClosedResourceError  # ending: nothing more is written
+        if outbox.busy or outbox._items:
+            return False
+        sent = self.send_nowait(data)
+        if not sent:  # None: not writable now; 0: the kernel took nothing
+            return False
+        if sent < len(data):
+            outbox.tail(data[sent:])
+        return True
 
     def describe(self) -> str:
         events = ",".join(sorted(self.events)) or "-"
