@@ -186,8 +186,9 @@ class Session:
         outbox = sub.outbox
         try:
             while items := await outbox.take():
-                # Coalesce: everything queued goes out in one write. Raw
-                # bytes are the unsent tail of a fast-path write.
+                # Coalesce: everything queued goes out in as few writes as
+                # _write allows. Raw bytes are the unsent tail of a
+                # fast-path write.
                 chunks = [i if isinstance(i, bytes) else frame(i) for i in items]
                 if sub.dropped:
                     notice = protocol.encode_server(protocol.Dropped(sub.dropped))
