@@ -182,6 +182,10 @@ class MailDispatcher:
         self.queued = 0
         #: Hand-off rounds the broker did not (fully) accept.
         self.failed_attempts = 0
+        #: Rows handed to the broker that storage could not yet record as
+        #: queued; nothing more is handed over until they are recorded.
+        self._unrecorded: set[int] = set()
+        self._record_refused = False
         self._scope = trio.CancelScope()
 
     def stop(self) -> None:
@@ -221,6 +225,10 @@ class MailDispatcher:
     ) -> None:
         delay = BROKER_RETRY_MIN
         while True:
+            if self._unrecorded and not self._record_queued():
+                # Reading the outbox now would hand the same rows over again.
+                await trio.sleep(STORAGE_RETRY)
+                continue
             try:
                 jobs = await self.storage.pending_mail(self.batch)
             except StorageBusy as exc:
@@ -237,7 +245,8 @@ class MailDispatcher:
             if result.accepted:
                 self.queued += len(result.accepted)
                 log.info("mail: %d job(s) handed to the broker", len(result.accepted))
-                self._mark_queued(result.accepted)
+                self._unrecorded.update(result.accepted)
+                self._record_queued()
             if result.error is None:
                 if self.broker_down:
                     self.broker_down = False
@@ -256,17 +265,29 @@ class MailDispatcher:
             await trio.sleep(pause)
             delay = min(delay * 2, BROKER_RETRY_MAX)
 
-    def _mark_queued(self, outbox_ids: list[int]) -> None:
+    def _record_queued(self) -> bool:
+        """Record the handed-over rows as queued; False while storage refuses.
+
+        Refused rows are kept here and retried before anything else is read,
+        so a stuck writer costs one warning, not a flood of duplicate tasks
+        (the worker's idempotency key would keep them from mailing anyone
+        twice, but not from filling the broker).
+        """
         try:
-            self.storage.mark_mail_queued(outbox_ids)
+            self.storage.mark_mail_queued(sorted(self._unrecorded))
         except StorageBusy as exc:
-            # The rows stay pending and will be handed over again; the
-            # worker's idempotency key keeps that from mailing anyone twice.
-            log.warning(
-                "mail: %d handed-over job(s) not recorded (%s); they will be handed over again",
-                len(outbox_ids),
-                exc,
-            )
+            if not self._record_refused:
+                self._record_refused = True
+                log.warning(
+                    "mail: %d handed-over job(s) not recorded yet (%s); hand-off paused",
+                    len(self._unrecorded), exc,
+                )  # fmt: skip
+            return False
+        if self._record_refused:
+            self._record_refused = False
+            log.info("mail: handed-over jobs recorded; hand-off resumes")
+        self._unrecorded.clear()
+        return True
 
     def _thread_main(
         self,

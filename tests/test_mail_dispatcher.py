@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,7 @@ import trio
 
 from livenotify.config import Config
 from livenotify.mail import MailDispatcher
-from livenotify.storage import StorageBridge
+from livenotify.storage import StorageBridge, StorageBusy
 from tasks.celery_app import QUEUE
 from tests.mailtools import MAIL_REDIS_URL, RedisServer, capture_logs, flush_redis_db
 
@@ -130,3 +132,39 @@ async def test_broker_outage_keeps_mail_pending_then_hands_it_over(tmp_path: Pat
         assert dispatcher.failed_attempts >= 3
     finally:
         broker.kill()
+
+
+async def test_stuck_writer_pauses_hand_off_instead_of_repeating_it(
+    mail_db: str, tmp_path: Path
+) -> None:
+    config = Config(broker=mail_db, db=str(tmp_path / "s.db"), data_dir=str(tmp_path))
+    bridge = StorageBridge(config, backlog_limit=5)
+    with capture_logs("livenotify.mail") as logs, trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bridge.run)
+            subscribe(bridge, "ana@example.com", "ev")
+            bridge.log_notification("n1", "ev", '{"type":"ev"}')
+            await bridge.flush()
+            assert bridge.writer_pid is not None
+            os.kill(bridge.writer_pid, signal.SIGSTOP)  # the writer is stuck
+            try:
+                with pytest.raises(StorageBusy):
+                    for i in range(10):
+                        bridge.register(f"x{i}@example.com")
+                dispatcher = MailDispatcher(config, bridge)
+                await nursery.start(dispatcher.run)
+                await logs.wait(r"hand-off paused")
+                # A window in which the old code handed the same row over
+                # hundreds of times: it must stay handed over once.
+                await trio.sleep(1.0)
+                assert len(queued_jobs(mail_db)) == 1 and dispatcher.queued == 1
+            finally:
+                os.kill(bridge.writer_pid, signal.SIGCONT)
+            await logs.wait(r"hand-off resumes")
+            await bridge.flush()
+            assert await bridge.pending_mail(10) == []
+            assert len(queued_jobs(mail_db)) == 1
+            assert logs.count(r"hand-off paused") == 1
+            dispatcher.stop()
+            await bridge.aclose()
+            nursery.cancel_scope.cancel()
