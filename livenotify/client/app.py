@@ -23,6 +23,8 @@ import trio
 
 from ..config import Limits
 from ..protocol import (
+    INVALID_EMAIL,
+    INVALID_MESSAGE,
     Dropped,
     Error,
     EventsList,
@@ -55,6 +57,8 @@ __all__ = ["Client", "Options"]
 #: Seconds to wait for the server's answer to a request. A healthy server
 #: answers in milliseconds; this only bounds a wedged one.
 REPLY_TIMEOUT = 10.0
+#: Pause before registering again after a temporary refusal (storage_busy...).
+REGISTER_RETRY = 1.0
 #: Seconds from connect to the server's welcome.
 WELCOME_TIMEOUT = 10.0
 #: Seconds ``exit`` waits for the server's goodbye before just closing.
@@ -105,6 +109,9 @@ class _Link:
                     reply = await receive.receive()
                     if reply is None:
                         raise ConnectionLost("the connection was lost")
+                    if isinstance(reply, Goodbye) and obj.get("type") != "exit":
+                        # Not an answer: the server is going away.
+                        raise ConnectionLost(f"the server is shutting down ({reply.reason})")
                     return reply
                 raise ConnectionLost(f"no answer from the server within {timeout:g}s")
             finally:
@@ -240,7 +247,12 @@ class Client:
             if isinstance(reply, Registered):
                 self.email = email
                 return True
-            # An error reply was printed by the pump; ask again.
+            if isinstance(reply, Error) and reply.code not in (INVALID_EMAIL, INVALID_MESSAGE):
+                # storage_busy, rate_limited...: the address is fine; the
+                # pump printed why; try it again shortly.
+                await trio.sleep(REGISTER_RETRY)
+                continue
+            # The address was refused (the pump printed why): ask again.
             if given is not None:
                 return False
             if self.ui.interactive:
@@ -364,8 +376,11 @@ class Client:
         restored: tuple[str, ...] = ()
         if self.email is not None:
             reply = await link.request({"type": "register", "email": self.email})
-            if isinstance(reply, Registered):
-                restored = reply.events
+            if not isinstance(reply, Registered):
+                # Not registered is not reconnected: retry with backoff.
+                why = reply.code if isinstance(reply, Error) else type(reply).__name__
+                raise ConnectionLost(f"could not register {self.email} again ({why})")
+            restored = reply.events
         catalog = set(self.catalog) | {"*"}
         missing = [e for e in wanted if e not in restored and e in catalog]
         gone = [e for e in wanted if e not in catalog]
