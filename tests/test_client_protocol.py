@@ -95,3 +95,44 @@ async def test_pong_to_ping_and_exit_status_when_the_server_goes(goodbye: bool) 
     else:
         assert done.returncode == 1, stderr
         assert "closed the connection" in stderr
+
+
+async def test_temporary_register_error_is_retried_with_the_same_address() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with trio.fail_after(TIMEOUT):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
+                "--port", str(port), "--email", "pi@ex.org"]  # fmt: skip
+        result: list[Any] = []
+
+        async def client() -> None:
+            done = await trio.run_process(
+                argv, stdin=b"list\n", capture_stdout=True, capture_stderr=True,
+                check=False, cwd=str(ROOT), env=env,
+            )  # fmt: skip
+            result.append(done)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            stream = await listeners[0].accept()
+            peer = Peer(stream)
+            await peer.send({"type": "welcome", "events": ["news"]})
+            assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
+            await peer.send({"type": "error", "code": "storage_busy", "message": "busy"})
+            # Not "enter another address": the same one again, shortly.
+            assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
+            await peer.send({"type": "registered", "email": "pi@ex.org", "events": []})
+            assert await peer.receive() == {"type": "subscriptions"}
+            await peer.send({"type": "subscriptions", "events": []})
+            assert await peer.receive() == {"type": "exit"}
+            await peer.send({"type": "goodbye", "reason": "exit"})
+            await stream.aclose()
+        for listener in listeners:
+            await listener.aclose()
+
+    done = result[0]
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "registered as pi@ex.org" in done.stdout.decode()
+    assert "Traceback" not in stderr
