@@ -80,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     """The typed :class:`Options` from parsed arguments."""
-    return Options(host=args.host, port=args.port, email=args.email, json=args.json, stay=args.stay)
+    # "[::1]" as in a URL is "::1".
+    host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host
+    return Options(host=host, port=args.port, email=args.email, json=args.json, stay=args.stay)
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -95,6 +95,9 @@ class _Link:
         self.closed = False
         self._lock = trio.Lock()
         self._waiting: trio.MemorySendChannel[ServerMessage | None] | None = None
+        #: Requests that timed out: their replies, when they come, are
+        #: theirs, not the next request's (the server answers each once).
+        self._overdue = 0
 
     async def request(self, obj: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> ServerMessage:
         """Send ``obj`` and return the server's next reply."""
@@ -113,12 +116,16 @@ class _Link:
                         # Not an answer: the server is going away.
                         raise ConnectionLost(f"the server is shutting down ({reply.reason})")
                     return reply
+                self._overdue += 1
                 raise ConnectionLost(f"no answer from the server within {timeout:g}s")
             finally:
                 self._waiting = None
 
     def take_reply(self, msg: ServerMessage | None) -> bool:
         """Hand ``msg`` (None: connection lost) to the waiting request, if any."""
+        if msg is not None and self._overdue:
+            self._overdue -= 1  # the late answer of a request that gave up
+            return False
         waiting, self._waiting = self._waiting, None
         if waiting is None:
             return False
