@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -45,28 +48,40 @@ class Peer:
         return obj
 
 
+@asynccontextmanager
+async def scripted_client(
+    stdin: bytes, *flags: str
+) -> AsyncIterator[tuple[Peer, list[subprocess.CompletedProcess[bytes]]]]:
+    """Run ``livenotify client --email pi@ex.org FLAGS`` against a peer we
+    script; the finished process is in the list once the block has ended."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
+            "--port", str(port), "--email", "pi@ex.org", *flags]  # fmt: skip
+    result: list[subprocess.CompletedProcess[bytes]] = []
+
+    async def client() -> None:
+        done = await trio.run_process(
+            argv, stdin=stdin, capture_stdout=True, capture_stderr=True,
+            check=False, cwd=str(ROOT), env=env,
+        )  # fmt: skip
+        result.append(done)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client)
+        stream = await listeners[0].accept()
+        yield Peer(stream), result
+        await stream.aclose()
+    for listener in listeners:
+        await listener.aclose()
+
+
 @pytest.mark.parametrize("goodbye", [True, False], ids=["goodbye", "vanished"])
 async def test_pong_to_ping_and_exit_status_when_the_server_goes(goodbye: bool) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Empty stdin: end of input at once; --stay keeps it connected.
     with trio.fail_after(TIMEOUT):
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
-                "--port", str(port), "--email", "pi@ex.org", "--stay"]  # fmt: skip
-        result: list[Any] = []
-
-        async def client() -> None:
-            # Empty stdin: end of input at once; --stay keeps it connected.
-            done = await trio.run_process(
-                argv, stdin=b"", capture_stdout=True, capture_stderr=True,
-                check=False, cwd=str(ROOT), env=env,
-            )  # fmt: skip
-            result.append(done)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client)
-            stream = await listeners[0].accept()
-            peer = Peer(stream)
+        async with scripted_client(b"", "--stay") as (peer, result):
             await peer.send({"type": "welcome", "events": ["news"]})
             assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
             await peer.send({"type": "registered", "email": "pi@ex.org", "events": ["news"]})
@@ -79,9 +94,6 @@ async def test_pong_to_ping_and_exit_status_when_the_server_goes(goodbye: bool) 
             assert await peer.receive() == {"type": "pong"}
             if goodbye:
                 await peer.send({"type": "goodbye", "reason": "shutting_down"})
-            await stream.aclose()
-        for listener in listeners:
-            await listener.aclose()
 
     done = result[0]
     stdout, stderr = done.stdout.decode(), done.stderr.decode()
@@ -98,25 +110,8 @@ async def test_pong_to_ping_and_exit_status_when_the_server_goes(goodbye: bool) 
 
 
 async def test_temporary_register_error_is_retried_with_the_same_address() -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with trio.fail_after(TIMEOUT):
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
-                "--port", str(port), "--email", "pi@ex.org"]  # fmt: skip
-        result: list[Any] = []
-
-        async def client() -> None:
-            done = await trio.run_process(
-                argv, stdin=b"list\n", capture_stdout=True, capture_stderr=True,
-                check=False, cwd=str(ROOT), env=env,
-            )  # fmt: skip
-            result.append(done)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client)
-            stream = await listeners[0].accept()
-            peer = Peer(stream)
+        async with scripted_client(b"list\n") as (peer, result):
             await peer.send({"type": "welcome", "events": ["news"]})
             assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
             await peer.send({"type": "error", "code": "storage_busy", "message": "busy"})
@@ -127,9 +122,6 @@ async def test_temporary_register_error_is_retried_with_the_same_address() -> No
             await peer.send({"type": "subscriptions", "events": []})
             assert await peer.receive() == {"type": "exit"}
             await peer.send({"type": "goodbye", "reason": "exit"})
-            await stream.aclose()
-        for listener in listeners:
-            await listener.aclose()
 
     done = result[0]
     stderr = done.stderr.decode()
