@@ -9,6 +9,10 @@ policy to that subscriber alone (see :class:`~livenotify.config.SlowPolicy`).
 Publishing is two steps so that a cross-server backplane can sit between
 them: :meth:`Hub.publish` builds the notification, tells the observers
 (storage, e-mail) and calls :meth:`Hub.deliver`, which only fans out locally.
+
+Under a burst the :class:`Coalescer` holds each subscriber's deliveries for
+a few scheduler rounds and writes them together: one ``send()`` carries many
+notifications instead of one each (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -102,6 +106,15 @@ class Outbox:
         self._items.insert(1 if self._tail_first else 0, item)
         self._queued()
 
+    def extend(self, items: list[Payload]) -> None:
+        """Queue deliveries the :class:`Coalescer` held back, past the limit
+        if need be (each was counted against it when it was held). Raises
+        when closed."""
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._items.extend(items)
+        self._queued()
+
     async def put(self, item: Payload | bytes) -> None:
         """Queue, waiting for room (replies: the client's own backpressure)."""
         while len(self._items) >= self.maxlen and not self._closed:
@@ -166,23 +179,71 @@ class Subscriber:
     delivered: int = 0
     #: Its place in the heartbeat schedule (WebSocket connections).
     probe: Probe | None = None
+    #: Deliveries the coalescer holds, oldest first (None: none held).
+    pending: list[Payload] | None = None
+    coalescer: Coalescer | None = None
 
     @property
     def queued(self) -> int:
-        return len(self.outbox)
+        return len(self.outbox) + len(self.pending or ())
 
     def push(self, payload: Payload) -> bool:
         """Deliver without waiting; False when the queue is full.
 
-        The fast path writes straight to the socket, as asyncio's
+        While the server's :class:`Coalescer` runs, a delivery to a
+        subscriber with nothing queued is held for it, and written together
+        with whatever else arrives for it in the next few scheduler rounds.
+        Otherwise the fast path writes straight to the socket, as asyncio's
         ``transport.write`` does, when nothing is queued or being written for
-        this subscriber: most deliveries then cost one non-blocking
-        ``send()`` and no task switch. What the kernel does not take is
-        queued for the writer task, ahead of anything else.
+        this subscriber: one non-blocking ``send()`` and no task switch.
+        What the kernel does not take is queued for the writer task, ahead
+        of anything else. Held deliveries count against the queue limit,
+        and are written as soon as one more would reach it.
         """
+        outbox = self.outbox
+        pending = self.pending
+        if pending is not None:
+            if len(pending) < Coalescer.HOLD_MAX and len(pending) + len(outbox._items) < (
+                outbox.maxlen
+            ):
+                pending.append(payload)
+                if self.coalescer is not None:
+                    self.coalescer.held += 1
+                return True
+            # Holding more would cost memory or the queue limit: write what
+            # is held, then this one as if nothing had been held.
+            self.flush_pending()
+        coalescer = self.coalescer
+        if coalescer is not None and coalescer.active and not (outbox.busy or outbox._items):
+            if outbox._closed:
+                raise trio.ClosedResourceError  # ending: nothing more is written
+            self.pending = [payload]
+            coalescer.hold(self)
+            return True
         if self._write_now(self.frame(payload)):
             return True
-        return self.outbox.offer(payload)
+        return outbox.offer(payload)
+
+    def flush_pending(self) -> None:
+        """Write what the coalescer holds for this subscriber now, in one
+        ``send()`` when nothing else is queued; what the kernel does not
+        take goes to the writer task. Call before anything that must come
+        after it (an awaited ``put``, closing the outbox)."""
+        items, self.pending = self.pending, None
+        if not items:
+            return
+        outbox = self.outbox
+        if outbox._closed:
+            return  # ending: nothing more is written
+        if not (outbox.busy or outbox._items):
+            frame = self.frame
+            data = frame(items[0]) if len(items) == 1 else b"".join([frame(p) for p in items])
+            sent = self.send_nowait(data)
+            if sent:
+                if sent < len(data):
+                    outbox.tail(data[sent:])
+                return
+        outbox.extend(items)
 
     def push_control(self, data: bytes) -> None:
         """Write an already framed control frame (a ping) now, or as the
@@ -213,6 +274,76 @@ class Subscriber:
             f"#{self.id} {self.transport} {self.peer} email={self.email or '-'} "
             f"events={events} queued={self.queued} delivered={self.delivered}"
         )
+
+
+class Coalescer:
+    """Write coalescing for bursts: many notifications per ``send()``.
+
+    Both the kernel's and our own cost are per ``send()`` far more than per
+    byte. While deliveries keep arriving, :meth:`Subscriber.push` holds each
+    subscriber's in a short list; :meth:`run`, one task of the server's
+    nursery, writes every held list once the burst pauses: when two
+    scheduler rounds (every runnable task has had its turn) pass with no
+    new delivery held, or after :data:`MAX_ROUNDS` rounds, or for one
+    subscriber as soon as it holds :data:`HOLD_MAX`. A lone notification
+    thus waits two rounds, microseconds on an idle server; a burst read
+    from a publisher's socket goes out to each subscriber in one write.
+    Replies go through the same hold, and a session writes what it holds
+    before it waits for queue room or closes, so order is kept.
+    """
+
+    #: Rounds with no new delivery that end a burst. Two, because Trio runs
+    #: each round's tasks in FIFO or reversed order: a publisher that runs
+    #: every round can still miss the span between two of our turns, but
+    #: never two such spans in a row.
+    QUIET_ROUNDS = 2
+    #: Rounds a burst may keep a held delivery waiting.
+    MAX_ROUNDS = 16
+    #: Deliveries one subscriber may hold before they are written anyway.
+    HOLD_MAX = 64
+
+    __slots__ = ("_holders", "_lot", "active", "held")
+
+    def __init__(self) -> None:
+        self._holders: list[Subscriber] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        #: Holding only happens while :meth:`run` runs (not in unit tests
+        #: that drive a bare hub).
+        self.active = False
+        #: Deliveries held, ever: how run() sees that a burst goes on.
+        self.held = 0
+
+    def hold(self, sub: Subscriber) -> None:
+        if not self._holders:
+            self._lot.unpark()
+        self._holders.append(sub)
+        self.held += 1
+
+    def flush(self) -> None:
+        """Write everything held, now."""
+        holders, self._holders = self._holders, []
+        for sub in holders:
+            sub.flush_pending()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Flush held deliveries whenever a burst pauses, forever."""
+        self.active = True
+        task_status.started()
+        try:
+            while True:
+                if not self._holders:
+                    await self._lot.park()
+                rounds = quiet = 0
+                while quiet < self.QUIET_ROUNDS and rounds < self.MAX_ROUNDS:
+                    before = self.held
+                    # One scheduler round: every task runnable now runs first.
+                    await trio.lowlevel.checkpoint()
+                    rounds += 1
+                    quiet = quiet + 1 if self.held == before else 0
+                self.flush()
+        finally:
+            self.active = False
+            self.flush()
 
 
 class Probe:
@@ -340,6 +471,7 @@ class Hub:
         self._observers: list[PublishObserver] = []
         self._ids = itertools.count(1)
         self.heartbeat = Heartbeat(config.idle_timeout)
+        self.coalescer = Coalescer()
 
     # -- connections ---------------------------------------------------------
 
@@ -351,7 +483,7 @@ class Hub:
         """Register a new connection and give it its queue."""
         sub = Subscriber(
             next(self._ids), transport.kind, transport.peer, Outbox(self.config.queue_size),
-            kill, transport.frame, transport.send_nowait,
+            kill, transport.frame, transport.send_nowait, coalescer=self.coalescer,
         )  # fmt: skip
         self.connections[sub.id] = sub
         self.stats.connections_total += 1
@@ -362,6 +494,7 @@ class Hub:
     def detach(self, sub: Subscriber, reason: str) -> None:
         """Forget a connection: every subscription goes with it."""
         self.heartbeat.unwatch(sub)
+        sub.pending = None
         for event in sub.events:
             subs = self._by_event.get(event)
             if subs is not None:

@@ -31,6 +31,11 @@ from .transports import TcpTransport, WsTransport
 
 log = logging.getLogger(__name__)
 
+#: WebSocket messages trio-websocket may read ahead of the session (its
+#: default is 1). At most this many times ``--max-message-bytes`` per
+#: connection waits in memory.
+WS_READ_AHEAD = 16
+
 
 class Server:
     """A running livenotify server: hub, listeners, sessions, services."""
@@ -78,6 +83,7 @@ class Server:
                 # sent right after it is a graceful shutdown, not a traceback.
                 await root.start(self._watch_signals)
                 await connections.start(self.hub.heartbeat.run)
+                await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
                     root.start_soon(Console(self).run)
@@ -135,6 +141,10 @@ class Server:
             ws,
             handler_nursery=connections,
             max_message_size=config.limits.max_message_bytes,
+            # Messages read ahead for the session: a burst from a publisher
+            # then reaches the hub one per scheduler round, which is what
+            # lets the coalescer batch it (see hub.Coalescer).
+            message_queue_size=WS_READ_AHEAD,
             connect_timeout=config.handshake_timeout,
             disconnect_timeout=2.0,
         )

@@ -114,6 +114,7 @@ class Session:
         if self.transport.kind == "tcp":
             self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN))
         # Nothing may follow the goodbye; the writer flushes what is queued.
+        self.sub.flush_pending()
         self.sub.outbox.close()
         self._reader_scope.cancel()
 
@@ -136,6 +137,7 @@ class Session:
                     if self._end_reason is None:
                         self._end_reason = reason
                 # Let the writer flush everything queued (replies, goodbye).
+                sub.flush_pending()
                 sub.outbox.close()
                 if self._writer_done is not None:
                     with trio.move_on_after(self.config.write_timeout):
@@ -360,6 +362,7 @@ class Session:
         payload = Payload(protocol.encode_server(msg))
         try:
             if not self.sub.push(payload):
+                self.sub.flush_pending()  # what is held goes first
                 await self.sub.outbox.put(payload)
         except trio.ClosedResourceError:
             pass
