@@ -10,7 +10,7 @@ Publishing is two steps so that a cross-server backplane can sit between
 them: :meth:`Hub.publish` builds the notification, tells the observers
 (storage, e-mail) and calls :meth:`Hub.deliver`, which only fans out locally.
 
-Under a burst the :class:`Coalescer` holds each subscriber's deliveries for
+During a burst the :class:`Coalescer` holds each subscriber's deliveries for
 a few scheduler rounds and writes them together: one ``send()`` carries many
 notifications instead of one each (see BENCHMARKS.md).
 """
@@ -190,12 +190,12 @@ class Subscriber:
     def push(self, payload: Payload) -> bool:
         """Deliver without waiting; False when the queue is full.
 
-        While the server's :class:`Coalescer` runs, a delivery to a
-        subscriber with nothing queued is held for it, and written together
-        with whatever else arrives for it in the next few scheduler rounds.
-        Otherwise the fast path writes straight to the socket, as asyncio's
-        ``transport.write`` does, when nothing is queued or being written for
-        this subscriber: one non-blocking ``send()`` and no task switch.
+        During a burst (see :class:`Coalescer`) a delivery to a subscriber
+        with nothing queued is held, and written together with whatever else
+        arrives for it in the next few scheduler rounds. Otherwise the fast
+        path writes straight to the socket, as asyncio's
+        ``transport.write`` does, when nothing is queued or being written
+        for this subscriber: one non-blocking ``send()`` and no task switch.
         What the kernel does not take is queued for the writer task, ahead
         of anything else. Held deliveries count against the queue limit,
         and are written as soon as one more would reach it.
@@ -207,18 +207,16 @@ class Subscriber:
                 outbox.maxlen
             ):
                 pending.append(payload)
-                if self.coalescer is not None:
-                    self.coalescer.held += 1
                 return True
             # Holding more would cost memory or the queue limit: write what
             # is held, then this one as if nothing had been held.
             self.flush_pending()
         coalescer = self.coalescer
-        if coalescer is not None and coalescer.active and not (outbox.busy or outbox._items):
+        if coalescer is not None and coalescer.hot and not (outbox.busy or outbox._items):
             if outbox._closed:
                 raise trio.ClosedResourceError  # ending: nothing more is written
             self.pending = [payload]
-            coalescer.hold(self)
+            coalescer._holders.append(self)
             return True
         if self._write_now(self.frame(payload)):
             return True
@@ -280,19 +278,20 @@ class Coalescer:
     """Write coalescing for bursts: many notifications per ``send()``.
 
     Both the kernel's and our own cost are per ``send()`` far more than per
-    byte. While deliveries keep arriving, :meth:`Subscriber.push` holds each
-    subscriber's in a short list; :meth:`run`, one task of the server's
-    nursery, writes every held list once the burst pauses: when two
-    scheduler rounds (every runnable task has had its turn) pass with no
-    new delivery held, or after :data:`MAX_ROUNDS` rounds, or for one
-    subscriber as soon as it holds :data:`HOLD_MAX`. A lone notification
-    thus waits two rounds, microseconds on an idle server; a burst read
-    from a publisher's socket goes out to each subscriber in one write.
-    Replies go through the same hold, and a session writes what it holds
-    before it waits for queue room or closes, so order is kept.
+    byte. A publish after a quiet spell is written at once, one ``send()``
+    per subscriber, and makes the coalescer *hot*: until the burst pauses,
+    :meth:`Subscriber.push` holds each subscriber's deliveries (and
+    replies, so that order is kept) in a short list, and :meth:`run`, one
+    task of the server's nursery, writes every list in one ``send()`` when
+    two scheduler rounds (every runnable task has had its turn) pass with
+    no new publish, or every :data:`MAX_ROUNDS` rounds; a subscriber's
+    list is also written as soon as it holds :data:`HOLD_MAX`. So a lone
+    notification costs nothing extra, and the rest of a burst read from a
+    publisher's socket goes to each subscriber in one write. A session
+    writes what it holds before it waits for queue room or closes.
     """
 
-    #: Rounds with no new delivery that end a burst. Two, because Trio runs
+    #: Rounds with no new publish that end a burst. Two, because Trio runs
     #: each round's tasks in FIFO or reversed order: a publisher that runs
     #: every round can still miss the span between two of our turns, but
     #: never two such spans in a row.
@@ -302,22 +301,25 @@ class Coalescer:
     #: Deliveries one subscriber may hold before they are written anyway.
     HOLD_MAX = 64
 
-    __slots__ = ("_holders", "_lot", "active", "held")
+    __slots__ = ("_holders", "_lot", "active", "hot", "publishes")
 
     def __init__(self) -> None:
         self._holders: list[Subscriber] = []
         self._lot = trio.lowlevel.ParkingLot()
-        #: Holding only happens while :meth:`run` runs (not in unit tests
-        #: that drive a bare hub).
+        #: Only while :meth:`run` runs (not in tests that drive a bare hub).
         self.active = False
-        #: Deliveries held, ever: how run() sees that a burst goes on.
-        self.held = 0
+        #: A burst is on: deliveries are held.
+        self.hot = False
+        #: Publishes seen, ever: how run() sees that a burst goes on.
+        self.publishes = 0
 
-    def hold(self, sub: Subscriber) -> None:
-        if not self._holders:
-            self._lot.unpark()
-        self._holders.append(sub)
-        self.held += 1
+    def touch(self) -> None:
+        """A publish was delivered: the ones after it, if they come soon, are a burst."""
+        if self.active:
+            self.publishes += 1
+            if not self.hot:
+                self.hot = True
+                self._lot.unpark()
 
     def flush(self) -> None:
         """Write everything held, now."""
@@ -331,18 +333,20 @@ class Coalescer:
         task_status.started()
         try:
             while True:
-                if not self._holders:
+                if not self.hot:
                     await self._lot.park()
                 rounds = quiet = 0
                 while quiet < self.QUIET_ROUNDS and rounds < self.MAX_ROUNDS:
-                    before = self.held
+                    before = self.publishes
                     # One scheduler round: every task runnable now runs first.
                     await trio.lowlevel.checkpoint()
                     rounds += 1
-                    quiet = quiet + 1 if self.held == before else 0
+                    quiet = quiet + 1 if self.publishes == before else 0
                 self.flush()
+                if quiet == self.QUIET_ROUNDS:
+                    self.hot = False  # nothing is held now, and nothing will be
         finally:
-            self.active = False
+            self.active = self.hot = False
             self.flush()
 
 
@@ -567,6 +571,7 @@ class Hub:
             if sub is not exclude and protocol.ALL_EVENTS not in sub.events:
                 delivered += self._offer(sub, payload)
         self.stats.messages_out += delivered
+        self.coalescer.touch()
         return delivered
 
     def _offer(self, sub: Subscriber, payload: Payload) -> int:

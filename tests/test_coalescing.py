@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 import trio
+import trio.testing
 
 from livenotify import protocol
 from livenotify.config import Config
@@ -89,16 +90,23 @@ async def test_burst_goes_out_in_one_write_per_subscriber(hub: Hub) -> None:
     for peer in peers:
         got = await peer.lines(burst)
         assert [m["seq"] for m in got] == list(range(burst))
-        # Without coalescing this is [1, 1, 1, 1, 1].
-        assert peer.writes == [burst], peer.writes
+        # The first at once, the rest together (without coalescing: [1] * 5).
+        assert peer.writes == [1, burst - 1], peer.writes
 
 
-async def test_lone_notification_is_written_without_waiting_for_more(hub: Hub) -> None:
+async def test_lone_notification_is_written_at_once(hub: Hub) -> None:
     peer = attach(hub)
     hub.publish("bench", {"seq": 0})
-    # Nothing else is published: the quiet rounds that follow flush it.
+    assert peer.writes == [1]  # at once: nothing held
     assert [m["seq"] for m in await peer.lines(1)] == [0]
-    assert peer.writes == [1]
+    # Once all is quiet, a burst again starts with a write at once; the
+    # rest of it is held, and written when it pauses.
+    await trio.testing.wait_all_tasks_blocked()
+    for seq in (1, 2, 3):
+        hub.publish("bench", {"seq": seq})
+    assert peer.writes == [1, 1]
+    assert [m["seq"] for m in await peer.lines(3)] == [1, 2, 3]
+    assert peer.writes == [1, 1, 2]
 
 
 async def test_a_long_burst_is_written_in_pieces(hub: Hub) -> None:
@@ -111,8 +119,8 @@ async def test_a_long_burst_is_written_in_pieces(hub: Hub) -> None:
         hub.publish("bench", {"seq": seq})
     got = await peer.lines(total)
     assert [m["seq"] for m in got] == list(range(total))
-    # A subscriber never holds more than HOLD_MAX: the burst went in 3 writes.
-    assert peer.writes == [Coalescer.HOLD_MAX] * 3
+    # A subscriber never holds more than HOLD_MAX.
+    assert peer.writes == [1, Coalescer.HOLD_MAX, Coalescer.HOLD_MAX, Coalescer.HOLD_MAX - 1]
 
 
 async def test_held_deliveries_count_against_the_queue_limit(hub: Hub) -> None:
@@ -122,6 +130,7 @@ async def test_held_deliveries_count_against_the_queue_limit(hub: Hub) -> None:
     filler = b"x" * 65536
     while slow.sub.send_nowait(filler):
         pass
+    hub.coalescer.touch()  # a burst is on: from the first publish, all are held
     queue_size = hub.config.queue_size
     delivered = [hub.publish("bench", {"seq": seq})[1] for seq in range(queue_size + 3)]
     # The slow one held queue_size; then its queue was full, and it was
