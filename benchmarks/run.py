@@ -510,6 +510,17 @@ def _peer_of(rows: list[Row], row: Row) -> Row | None:
     return None
 
 
+def _no_slow_row(rows: list[Row], slow_row: Row) -> Row | None:
+    """The same server's fan-out (for ``slow``) or latency (for ``slow-lat``)
+    row at the same subscriber count, without slow readers."""
+    want = "fanout" if slow_row.scenario == "slow" else "latency"
+    server = slow_row.server.split(" (")[0]
+    for r in rows:
+        if r.scenario == want and r.server == server and r.subscribers == slow_row.subscribers:
+            return r
+    return None
+
+
 def table(rows: list[Row]) -> str:
     """The results as a fixed-width text table, ratios against the peer."""
     out = []
@@ -556,6 +567,20 @@ def table(rows: list[Row]) -> str:
                 f"{'':<16}  {f['slow_clients']} slow readers; fast ones closed by server: "
                 f"{f['closed_by_server']}{extra}"
             )
+            base = _no_slow_row(rows, r)
+            if base is not None:
+                # Per fast subscriber: the slow row has 5% fewer receivers.
+                fast = r.subscribers - f["slow_clients"]
+                with_slow = f["deliveries_per_s"] / fast
+                without = base.figures["deliveries_per_s"] / base.subscribers
+                kind = "rate" if r.scenario == "slow" else "p99"
+                if kind == "p99":
+                    with_slow, without = f["p99_ms"], base.figures["p99_ms"]
+                out.append(
+                    f"{'':<16}  {kind} per fast subscriber {_fmt(with_slow, 1)} vs "
+                    f"{_fmt(without, 1)} with no slow readers ({base.scenario} row): "
+                    f"{(with_slow / without - 1) * 100:+.1f}%"
+                )
     idle_rows = [r for r in rows if r.scenario == "idle"]
     if idle_rows:
         out.append("")

@@ -378,8 +378,17 @@ class StorageBridge:
         already passed to :meth:`mark_mail_queued`."""
         self._outbox_seen = self._outbox_gen
         skip = set(self._pending_queued)
-        rows = await self._read(read_pending_mail, limit + len(skip))
-        return [MailJob(*row) for row in rows if row[0] not in skip][:limit]
+        jobs: list[MailJob] = []
+        after = 0
+        # Pages of ``limit`` by outbox_id (keyset): memory stays bounded
+        # however many rows are marked queued but not yet committed so.
+        while len(jobs) < limit:
+            rows = await self._read(read_pending_mail, limit, after)
+            jobs.extend(MailJob(*row) for row in rows if row[0] not in skip)
+            if len(rows) < limit:
+                break
+            after = rows[-1][0]
+        return jobs[:limit]
 
     async def wait_outbox(self) -> None:
         """Return once a commit added outbox rows after the latest

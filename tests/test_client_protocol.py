@@ -50,10 +50,11 @@ class Peer:
 
 @asynccontextmanager
 async def scripted_client(
-    stdin: bytes, *flags: str
+    stdin: bytes, *flags: str, stdout: int | None = None
 ) -> AsyncIterator[tuple[Peer, list[subprocess.CompletedProcess[bytes]]]]:
     """Run ``livenotify client --email pi@ex.org FLAGS`` against a peer we
-    script; the finished process is in the list once the block has ended."""
+    script; the finished process is in the list once the block has ended.
+    Its stdout is captured, or goes to the file descriptor ``stdout``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
@@ -62,9 +63,9 @@ async def scripted_client(
     result: list[subprocess.CompletedProcess[bytes]] = []
 
     async def client() -> None:
+        out: dict[str, Any] = {"capture_stdout": True} if stdout is None else {"stdout": stdout}
         done = await trio.run_process(
-            argv, stdin=stdin, capture_stdout=True, capture_stderr=True,
-            check=False, cwd=str(ROOT), env=env,
+            argv, stdin=stdin, capture_stderr=True, check=False, cwd=str(ROOT), env=env, **out,
         )  # fmt: skip
         result.append(done)
 
@@ -128,3 +129,27 @@ async def test_temporary_register_error_is_retried_with_the_same_address() -> No
     assert done.returncode == 0, stderr
     assert "registered as pi@ex.org" in done.stdout.decode()
     assert "Traceback" not in stderr
+
+
+async def test_closed_stdout_ends_quietly_while_a_request_waits() -> None:
+    """``| head -1``: the reader of stdout goes away while ``register``
+    waits for its answer; the client exits 0 and says nothing more."""
+    read_end, write_end = os.pipe()
+    with trio.fail_after(TIMEOUT):
+        async with scripted_client(b"", "--stay", stdout=write_end) as (peer, result):
+            os.close(write_end)
+            await peer.send({"type": "welcome", "events": ["news"]})
+            assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
+            # Like `head -1`: one line, then the pipe is closed.
+            first = await trio.to_thread.run_sync(os.read, read_end, 4096)
+            assert first.startswith(b"available events: news")
+            os.close(read_end)
+            # No answer to register; a notification is what meets the closed pipe.
+            await peer.send({"type": "news", "message": "hola",
+                             "timestamp": "2024-01-15T14:30:00.000Z"})  # fmt: skip
+            while await peer.stream.receive_some(4096):
+                pass  # until the client has gone: EOF
+    done = result[0]
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert stderr == ""

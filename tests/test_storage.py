@@ -414,3 +414,24 @@ async def test_bad_arguments_fail_at_the_call_site(tmp_path: Path) -> None:
         bridge.register(None)  # type: ignore[arg-type]
     assert bridge.stats()["pending"] == 0
     await bridge.aclose()  # never started: returns at once
+
+
+async def test_pending_mail_pages_past_rows_marked_queued(tmp_path: Path) -> None:
+    """Rows marked queued are skipped page by page (keyset), so a read never
+    grows with how many are marked and not yet committed."""
+    async with running(tmp_path / "s.db") as bridge:
+        for n in range(25):
+            bridge.register(f"u{n:02}@b.c")
+            bridge.subscribe(f"u{n:02}@b.c", ["*"])
+        bridge.log_notification("n1", "furniture_created", '{"n":1}')
+        with trio.fail_after(FLUSH):
+            await bridge.wait_outbox()
+        jobs = await bridge.pending_mail(100)
+        assert len(jobs) == 25
+        bridge.mark_mail_queued([j.outbox_id for j in jobs[:20]])
+        # Pages of 3 past 20 skipped rows: the 21st to 23rd, then the rest.
+        assert await bridge.pending_mail(3) == jobs[20:23]
+        assert await bridge.pending_mail(10) == jobs[20:]
+        with trio.fail_after(FLUSH):
+            await bridge.flush()
+        assert await bridge.pending_mail(3) == jobs[20:23]

@@ -50,7 +50,7 @@ from .connection import (
     address,
     open_connection,
 )
-from .terminal import Interrupted, Ui
+from .terminal import Interrupted, OutputClosed, Ui
 
 __all__ = ["Client", "Options"]
 
@@ -407,6 +407,7 @@ class Client:
     async def _pump(self, link: _Link) -> str:
         """Read the server until the connection ends; why it ended."""
         conn = link.conn
+        output_closed = False
         try:
             while True:
                 received = await conn.receive()
@@ -435,6 +436,11 @@ class Client:
                     self._print(msg)
         except ConnectionLost as exc:
             return f"connection to {conn.where} lost: {exc}"
+        except OutputClosed:
+            # `| head`: the run ends quietly (exit 0). A waiting request is
+            # cancelled with it, not told "connection lost" to print.
+            output_closed = True
+            raise
         finally:
             # Unpublish before waking the waiting request, so that its task
             # sees "not connected" at once rather than using a dead link.
@@ -443,7 +449,8 @@ class Client:
                 self._link = None
                 self._ready = trio.Event()
                 self.ui.set_connected(False)
-            link.take_reply(None)
+            if not output_closed:
+                link.take_reply(None)
 
     def _track(self, msg: ServerMessage) -> None:
         match msg:
