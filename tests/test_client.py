@@ -320,3 +320,39 @@ def test_sigterm_at_the_prompt_leaves_in_order_and_restores_the_terminal() -> No
         # off again at the end: the terminal was given back.
         assert c.before.rfind("\x1b[?2004l") > c.before.rfind("\x1b[?2004h")
         srv.wait_log(r"disconnect tcp .* reason=exit")
+
+
+def test_server_that_hangs_up_at_once_is_one_reconnecting_line() -> None:
+    """A full server accepts and closes (``too_many_connections``) at every
+    retry: the terminal says "reconnecting" once for the outage, not once
+    per retry, and "reconnected" when a connection takes."""
+    refusals = 3
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(TIMEOUT)
+        port = server.getsockname()[1]
+        with terminal_client("--host", "127.0.0.1", "--port", str(port),
+                             "--email", "bo@example.com") as c:  # fmt: skip
+
+            def converse(conn: socket.socket) -> None:
+                conn.sendall(b'{"type":"welcome","events":["news"]}\n')
+                request = conn.makefile("rb").readline()
+                assert json.loads(request) == {"type": "register", "email": "bo@example.com"}
+                conn.sendall(b'{"type":"registered","email":"bo@example.com","events":[]}\n')
+
+            first, _ = server.accept()
+            with first:
+                converse(first)
+                c.expect("livenotify> ")
+            for _ in range(refusals):
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(b'{"type":"error","code":"too_many_connections",'
+                                 b'"message":"connection limit reached"}\n')  # fmt: skip
+            last, _ = server.accept()
+            with last:
+                converse(last)
+                c.expect(r"reconnected to 127\.0\.0\.1:\d+ as bo@example\.com")
+                text = re.sub(ESC, "", c.before)
+                assert text.count("reconnecting...") == 1, text
+                c.sendline("exit")
+                c.expect(pexpect.EOF)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -153,3 +154,38 @@ async def test_closed_stdout_ends_quietly_while_a_request_waits() -> None:
     stderr = done.stderr.decode()
     assert done.returncode == 0, stderr
     assert stderr == ""
+
+
+async def test_ctrl_c_while_a_request_waits_still_says_exit() -> None:
+    """SIGINT while ``list`` waits for its answer: the server still hears
+    ``exit`` before the client goes, and the status is 130."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    argv = [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
+            "--port", str(port), "--email", "pi@ex.org"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await trio.lowlevel.open_process(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=str(ROOT), env=env,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        with trio.fail_after(TIMEOUT):
+            await proc.stdin.send_all(b"list\n")
+            peer = Peer(await listeners[0].accept())
+            await peer.send({"type": "welcome", "events": ["news"]})
+            assert await peer.receive() == {"type": "register", "email": "pi@ex.org"}
+            await peer.send({"type": "registered", "email": "pi@ex.org", "events": []})
+            assert await peer.receive() == {"type": "subscriptions"}
+            proc.send_signal(signal.SIGINT)  # no answer to "list" is coming
+            assert await peer.receive() == {"type": "exit"}
+            await peer.send({"type": "goodbye", "reason": "exit"})
+            assert await proc.wait() == 128 + signal.SIGINT
+            stderr = await proc.stderr.receive_some(65536)
+            assert b"Traceback" not in stderr, stderr
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        for listener in listeners:
+            await listener.aclose()

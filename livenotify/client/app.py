@@ -178,9 +178,12 @@ class Client:
         return self._exit_code
 
     async def _watch_signals(self) -> None:
-        # SIGTERM or a closed terminal (SIGHUP) still leave in order: the
-        # server hears "exit" and the terminal gets its settings back.
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        # SIGTERM, a closed terminal (SIGHUP) and Ctrl-C while no prompt is
+        # up (waiting for a reply; at the prompt Ctrl-C is a key, see
+        # PromptUi) still leave in order: the server hears "exit" and the
+        # terminal gets its settings back. A second Ctrl-C, once we stopped
+        # listening, interrupts the leaving itself (exit 130 all the same).
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP, signal.SIGINT) as signals:
             async for signum in signals:
                 self._exit_code = 128 + signum
                 self._conversation.cancel()
@@ -317,10 +320,12 @@ class Client:
     async def _supervise(self, conn: Connection) -> None:
         backoff = Backoff()
         restore = False
+        said = None  # the last "reconnecting" reason shown in this outage
         while True:
             reason, was_ready = await self._serve(conn, restore)
             if was_ready:
                 backoff.reset()
+                said = None
             with trio.CancelScope(shield=True):
                 await conn.aclose()
             if self._leaving:
@@ -331,7 +336,11 @@ class Client:
                 assert self._cancel_all is not None
                 self._cancel_all.cancel()
                 return
-            self.ui.warn(f"{reason}; reconnecting...")
+            if reason != said:
+                # A server that accepts and hangs up at once (full) would
+                # otherwise print the same line at every retry.
+                self.ui.warn(f"{reason}; reconnecting...")
+                said = reason
             while True:
                 await trio.sleep(backoff.next_delay())
                 try:
