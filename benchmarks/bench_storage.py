@@ -139,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
 
     batched, naive, inproc = results
-    print(f"storage writes on {platform.node()} ({os.cpu_count()} CPUs), Python "
-          f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, synchronous=FULL")
+    print(
+        f"storage writes on {platform.node()} ({os.cpu_count()} CPUs), Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, synchronous=FULL"
+    )
     print()
     print(f"{'scenario':<58} {'writes':>8} {'seconds':>8} {'writes/s':>10} {'vs naive':>9}")
     for r in results:
-        print(f"{r.name:<58} {r.writes:>8} {r.seconds:>8.2f} {r.rate:>10,.0f} "
-              f"{r.rate / naive.rate:>8.1f}x")
+        print(
+            f"{r.name:<58} {r.writes:>8} {r.seconds:>8.2f} {r.rate:>10,.0f} "
+            f"{r.rate / naive.rate:>8.1f}x"
+        )
     print()
     print(f"batched bridge / naive bridge:      {batched.rate / naive.rate:.1f}x")
     print(f"batched bridge / sqlite in-process: {batched.rate / inproc.rate:.2f}x")

@@ -80,6 +80,8 @@ class Plan:
     latency_seconds: float = 10.0
     idle_connections: int = 10_000
     slow_subscribers: int = 1000
+    #: Slow-reader runs (and as many baseline runs) per server variant.
+    slow_repeat: int = 3
 
     @classmethod
     def quick(cls) -> Plan:
@@ -89,6 +91,7 @@ class Plan:
             latency_seconds=2.0,
             idle_connections=1000,
             slow_subscribers=300,
+            slow_repeat=1,
         )
 
 
@@ -510,15 +513,15 @@ def _peer_of(rows: list[Row], row: Row) -> Row | None:
     return None
 
 
-def _no_slow_row(rows: list[Row], slow_row: Row) -> Row | None:
-    """The same server's fan-out (for ``slow``) or latency (for ``slow-lat``)
-    row at the same subscriber count, without slow readers."""
-    want = "fanout" if slow_row.scenario == "slow" else "latency"
-    server = slow_row.server.split(" (")[0]
-    for r in rows:
-        if r.scenario == want and r.server == server and r.subscribers == slow_row.subscribers:
-            return r
-    return None
+def _server_counters(srv: Any) -> dict[str, Any]:
+    st = srv.stats()
+    return {"server_dropped": st.get("dropped"), "server_disconnects": st.get("disconnects")}
+
+
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose ``key`` is the median (the lower one of an even count)."""
+    ordered = sorted(runs, key=lambda r: float(r[key]))
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def table(rows: list[Row]) -> str:
@@ -567,20 +570,17 @@ def table(rows: list[Row]) -> str:
                 f"{'':<16}  {f['slow_clients']} slow readers; fast ones closed by server: "
                 f"{f['closed_by_server']}{extra}"
             )
-            base = _no_slow_row(rows, r)
-            if base is not None:
-                # Per fast subscriber: the slow row has 5% fewer receivers.
-                fast = r.subscribers - f["slow_clients"]
-                with_slow = f["deliveries_per_s"] / fast
-                without = base.figures["deliveries_per_s"] / base.subscribers
-                kind = "rate" if r.scenario == "slow" else "p99"
-                if kind == "p99":
-                    with_slow, without = f["p99_ms"], base.figures["p99_ms"]
-                out.append(
-                    f"{'':<16}  {kind} per fast subscriber {_fmt(with_slow, 1)} vs "
-                    f"{_fmt(without, 1)} with no slow readers ({base.scenario} row): "
-                    f"{(with_slow / without - 1) * 100:+.1f}%"
-                )
+            if "base_deliveries_per_s" in f:
+                now, before, what = f["deliveries_per_s"], f["base_deliveries_per_s"], "deliv/s"
+            elif "base_p99_ms" in f:
+                now, before, what = f["p99_ms"], f["base_p99_ms"], "p99 ms"
+            else:
+                continue
+            out.append(
+                f"{'':<16}  {what} of the {r.subscribers - f['slow_clients']} others, median of "
+                f"{len(f.get('runs', [now]))}: {_fmt(now, 1)} vs {_fmt(before, 1)} with no slow "
+                f"readers: {(now / before - 1) * 100:+.1f}%"
+            )
     idle_rows = [r for r in rows if r.scenario == "idle"]
     if idle_rows:
         out.append("")
@@ -856,24 +856,40 @@ def main(argv: list[str] | None = None) -> int:
                 ("livenotify", {"slow_policy": "disconnect", "queue_size": DEFAULT_QUEUE}),
                 ("livenotify", {"slow_policy": "drop", "queue_size": DEFAULT_QUEUE}),
             ]
+        rate, count = latency_rate(n)
         for name, kw in variants:
-            with start(name, **kw) as srv, slow_clients(srv, slow):
-                f = fanout(srv, gen_cores, n - slow, plan.messages)
+            label = name + (f" ({kw['slow_policy']})" if "slow_policy" in kw else "")
+            # Baseline: the same runs on the same server settings with no
+            # slow readers, alternated with the slow runs, SLOW_REPEAT times
+            # each; medians are compared (one pair apart by minutes moved
+            # by +-15% on a shared machine).
+            base: list[dict[str, Any]] = []
+            base_lat: list[dict[str, Any]] = []
+            with_slow: list[dict[str, Any]] = []
+            with_slow_lat: list[dict[str, Any]] = []
+            for _ in range(plan.slow_repeat):
+                with start(name, **kw) as srv:
+                    base.append(fanout(srv, gen_cores, n - slow, plan.messages))
+                    base_lat.append(fanout(srv, gen_cores, n - slow, count, rate))
+                with start(name, **kw) as srv, slow_clients(srv, slow):
+                    f = fanout(srv, gen_cores, n - slow, plan.messages)
+                    f.update(_server_counters(srv))
+                    with_slow.append(f)
+                    # Then latency at the fixed rate while the slow readers'
+                    # queues are full (drop) or they are gone (disconnect).
+                    f = fanout(srv, gen_cores, n - slow, count, rate)
+                    f.update(_server_counters(srv))
+                    with_slow_lat.append(f)
+            for scenario, runs, bases, key in (
+                ("slow", with_slow, base, "deliveries_per_s"),
+                ("slow-lat", with_slow_lat, base_lat, "p99_ms"),
+            ):
+                f = dict(_median_run(runs, key))
                 f["slow_clients"] = slow
-                st = srv.stats()
-                f["server_dropped"] = st.get("dropped")
-                f["server_disconnects"] = st.get("disconnects")
-                label = name + (f" ({kw['slow_policy']})" if "slow_policy" in kw else "")
-                note(Row("slow", label, n, "ws", f))
-                # Then latency at the fixed rate while the slow readers' queues
-                # are full (drop) or they are gone (disconnect).
-                rate, count = latency_rate(n)
-                f = fanout(srv, gen_cores, n - slow, count, rate)
-                f["slow_clients"] = slow
-                st = srv.stats()
-                f["server_dropped"] = st.get("dropped")
-                f["server_disconnects"] = st.get("disconnects")
-                note(Row("slow-lat", label, n, "ws", f))
+                f["runs"] = [r[key] for r in runs]
+                f["base_runs"] = [r[key] for r in bases]
+                f["base_" + key] = _median_run(bases, key)[key]
+                note(Row(scenario, label, n, "ws", f))
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

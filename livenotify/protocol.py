@@ -663,9 +663,7 @@ class LineDecoder:
                     self._skipping = True
                     self._buf.clear()
                     self._scan_from = 0
-                    return ProtocolError(
-                        MESSAGE_TOO_LARGE, f"line longer than {self._max} bytes"
-                    )
+                    return ProtocolError(MESSAGE_TOO_LARGE, f"line longer than {self._max} bytes")
                 self._scan_from = len(self._buf)
                 return None
             raw = bytes(self._buf[:nl])

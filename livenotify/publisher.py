@@ -58,9 +58,7 @@ class Publisher:
         self._file: Any = None
         self._lock = threading.Lock()
 
-    def publish(
-        self, event: str, data: Any = None, *, message: str | None = None
-    ) -> Published:
+    def publish(self, event: str, data: Any = None, *, message: str | None = None) -> Published:
         """Publish ``event`` with ``data`` and/or a text ``message``; return the ack.
 
         Raises :class:`PublishError` when the server refuses it (``forbidden``,
@@ -132,7 +130,9 @@ class Publisher:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

@@ -212,9 +212,7 @@ class Server:
             await stream.aclose()
             return
         transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
-        await self._serve_session(
-            Session(self.hub, self.config, transport, self.storage), ip
-        )
+        await self._serve_session(Session(self.hub, self.config, transport, self.storage), ip)
 
     async def _handle_ws(self, request: WebSocketRequest) -> None:
         try:

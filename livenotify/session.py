@@ -52,6 +52,7 @@ WRITE_CHUNK = 256 * 1024
 def _storage_busy() -> ProtocolError:
     return ProtocolError(protocol.STORAGE_BUSY, "storage is busy; try again shortly")
 
+
 _REASON_TEXT = {
     protocol.SLOW_CONSUMER: "not reading fast enough: the notification queue is full",
     protocol.IDLE_TIMEOUT: "no answer to the liveness ping",
@@ -151,8 +152,10 @@ class Session:
                     await self.transport.close(reason, _REASON_TEXT.get(reason, reason))
                 except Exception as exc:  # the peer may be long gone
                     log.debug("close #%d: %r", sub.id, exc)
-            level = logging.INFO if reason in ("eof", "exit", protocol.SHUTTING_DOWN) else (
-                logging.WARNING
+            level = (
+                logging.INFO
+                if reason in ("eof", "exit", protocol.SHUTTING_DOWN)
+                else (logging.WARNING)
             )
             log.log(
                 level,
@@ -372,4 +375,3 @@ class Session:
             self.sub.push(Payload(protocol.encode_server(msg)))
         except trio.ClosedResourceError:
             pass
-

@@ -640,7 +640,6 @@ class StorageBridge:
             self._lock = None
         self._stopped.set()
 
-
     async def _close_readers(self) -> None:
         for _ in range(READERS):
             await self._read_slots.acquire()  # no read is using a connection

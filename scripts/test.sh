@@ -19,5 +19,6 @@ if [ ! -x .tools/node_modules/.bin/wscat ]; then
 fi
 
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

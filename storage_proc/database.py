@@ -80,9 +80,7 @@ class DatabaseLock:
                     f"database {db} is in use by another livenotify server"
                     f" (pid {holder or '?'}, lock file {self.path})"
                 ) from None
-            raise StorageFault(
-                f"cannot lock database {db}: {_describe_os_error(exc)}"
-            ) from None
+            raise StorageFault(f"cannot lock database {db}: {_describe_os_error(exc)}") from None
         # The holder's pid, for the message the next server prints.
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
@@ -99,9 +97,7 @@ class DatabaseLock:
             self._fd = -1
 
 
-def open_writer(
-    path: str, *, check: bool = True
-) -> tuple[sqlite3.Connection, tuple[int, int]]:
+def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, tuple[int, int]]:
     """The writer's connection, validated and migrated; and (schema before, after).
 
     ``check`` runs ``PRAGMA quick_check`` first; without it a file that is
@@ -194,6 +190,5 @@ def read_pending_mail(
         (after, limit),
     )
     return [
-        (int(r[0]), from_sql(r[1]), from_sql(r[2]), from_sql(r[3]), from_sql(r[4]))
-        for r in rows
+        (int(r[0]), from_sql(r[1]), from_sql(r[2]), from_sql(r[3]), from_sql(r[4])) for r in rows
     ]

@@ -78,6 +78,7 @@ def unpack(row: tuple[object, ...]) -> Write:
     write: Write = kind(*fields)
     return write
 
+
 #: The "every event" subscription; its subscribers get every notification.
 ALL_EVENTS = "*"
 

@@ -89,8 +89,7 @@ def current_version(conn: sqlite3.Connection) -> int:
     adding our tables next to theirs).
     """
     tables = {
-        str(row[0])
-        for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        str(row[0]) for row in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
     }
     if "schema_version" not in tables:
         if tables:

@@ -190,9 +190,7 @@ def compose(
     html_parts = [f"<h2>{html.escape(event)}</h2>"]
     if isinstance(message, str):
         text_parts += [_body_text(message), ""]
-        html_parts.append(
-            "<p>" + html.escape(_body_text(message)).replace("\n", "<br>\n") + "</p>"
-        )
+        html_parts.append("<p>" + html.escape(_body_text(message)).replace("\n", "<br>\n") + "</p>")
     elif message is not None:
         details = {"message": message, **details}
     if details:

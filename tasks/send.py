@@ -121,8 +121,13 @@ class Mailer:
             state = self.claims.acquire(job.key)
         except Exception as exc:  # the claim store (Redis) is unreachable
             delay = backoff(self.settings, retries)
-            log.warning("mail %s to %s: idempotency store: %s; retry in %.1fs",
-                        job.notification_id, job.email, exc, delay)
+            log.warning(
+                "mail %s to %s: idempotency store: %s; retry in %.1fs",
+                job.notification_id,
+                job.email,
+                exc,
+                delay,
+            )
             raise task.retry(countdown=delay, max_retries=None) from exc
         if isinstance(state, AlreadySent):
             log.info("mail %s to %s: already sent, skipped", job.notification_id, job.email)
@@ -140,12 +145,23 @@ class Mailer:
         except TransientFailure as exc:
             state.release()
             if retries >= self.settings.max_retries:
-                log.error("mail %s to %s: giving up after %d retries: %s",
-                          job.notification_id, job.email, retries, exc)
+                log.error(
+                    "mail %s to %s: giving up after %d retries: %s",
+                    job.notification_id,
+                    job.email,
+                    retries,
+                    exc,
+                )
                 return "failed"
             delay = backoff(self.settings, retries)
-            log.warning("mail %s to %s failed (%s); retry %d in %.1fs",
-                        job.notification_id, job.email, exc, retries + 1, delay)
+            log.warning(
+                "mail %s to %s failed (%s); retry %d in %.1fs",
+                job.notification_id,
+                job.email,
+                exc,
+                retries + 1,
+                delay,
+            )
             raise task.retry(countdown=delay, max_retries=None) from exc
         except BaseException:
             state.release()

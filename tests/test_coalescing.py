@@ -166,6 +166,4 @@ def test_replies_and_notifications_keep_their_order_in_a_burst() -> None:
             note, ack = publisher.recv(), publisher.recv()
             assert note["type"] == "bench" and note["data"] == {"seq": seq}, note
             assert ack["type"] == "published" and ack["id"] == note["id"], ack
-        assert [other.recv()["data"] for _ in range(count)] == [
-            {"seq": s} for s in range(count)
-        ]
+        assert [other.recv()["data"] for _ in range(count)] == [{"seq": s} for s in range(count)]

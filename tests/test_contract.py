@@ -291,21 +291,21 @@ def test_publish_token() -> None:
         LineClient("127.0.0.1", srv.tcp_port) as sub,
         LineClient("127.0.0.1", srv.tcp_port) as pub,
     ):
-            sub.recv()
-            pub.recv()
-            sub.send_line("subscribe furniture_created")
-            sub.recv_type("subscribed")
-            pub.send({"type": "publish", "event": "furniture_created", "data": 1})
-            assert pub.recv()["code"] == "forbidden"
-            seed = {**SEED_CREATED, "token": "wrong"}
-            pub.send(seed)
-            assert pub.recv()["code"] == "forbidden"
-            seed["token"] = "s3cret"
-            pub.send(seed)
-            got = sub.recv()
-            # Reached the subscriber, without the secret.
-            assert got["furniture"] == SEED_CREATED["furniture"] and "token" not in got
-            pub.send({"type": "publish", "event": "furniture_created", "data": 2,
+        sub.recv()
+        pub.recv()
+        sub.send_line("subscribe furniture_created")
+        sub.recv_type("subscribed")
+        pub.send({"type": "publish", "event": "furniture_created", "data": 1})
+        assert pub.recv()["code"] == "forbidden"
+        seed = {**SEED_CREATED, "token": "wrong"}
+        pub.send(seed)
+        assert pub.recv()["code"] == "forbidden"
+        seed["token"] = "s3cret"
+        pub.send(seed)
+        got = sub.recv()
+        # Reached the subscriber, without the secret.
+        assert got["furniture"] == SEED_CREATED["furniture"] and "token" not in got
+        pub.send({"type": "publish", "event": "furniture_created", "data": 2,
                       "token": "s3cret"})  # fmt: skip
-            assert pub.recv()["type"] == "published"
-            assert sub.recv()["data"] == 2
+        assert pub.recv()["type"] == "published"
+        assert sub.recv()["data"] == 2

@@ -161,9 +161,7 @@ def test_smtp_down_then_back_is_retried_and_delivered_once(
     assert worker.log.count(r"to fay@example.com: sent", start) == 1
 
 
-def test_broker_down_then_back_live_delivery_unaffected(
-    sink: SmtpSink, tmp_path: Path
-) -> None:
+def test_broker_down_then_back_live_delivery_unaffected(sink: SmtpSink, tmp_path: Path) -> None:
     sink.clear()
     broker = RedisServer(tmp_path)
     broker.start()

@@ -86,9 +86,7 @@ def test_mail_reaches_smtp_once_with_text_and_html(
     worker.log.wait(rf"mail {j['notification_id']} \(furniture_created\) to ana@example.com: sent")
 
 
-def test_duplicate_hand_off_mails_once(
-    app: Celery, sink: SmtpSink, worker: WorkerProcess
-) -> None:
+def test_duplicate_hand_off_mails_once(app: Celery, sink: SmtpSink, worker: WorkerProcess) -> None:
     j = job("bea@example.com", {"data": {"id": 7}})
     start = worker.log.mark()
     app.send_task(SEND_MAIL, args=[j])
