@@ -80,8 +80,9 @@ class Plan:
     latency_seconds: float = 10.0
     idle_connections: int = 10_000
     slow_subscribers: int = 1000
-    #: Slow-reader runs (and as many baseline runs) per server variant.
-    slow_repeat: int = 3
+    #: Runs per server of the latency scenario, and slow-reader runs (and
+    #: as many baseline runs) per server variant; medians are shown.
+    repeat: int = 3
 
     @classmethod
     def quick(cls) -> Plan:
@@ -91,7 +92,7 @@ class Plan:
             latency_seconds=2.0,
             idle_connections=1000,
             slow_subscribers=300,
-            slow_repeat=1,
+            repeat=1,
         )
 
 
@@ -560,6 +561,9 @@ def table(rows: list[Row]) -> str:
             f"{_fmt(f['server_cpu_pct']):>7}%{_fmt(f['gen_cpu_pct']):>7}%"
             f"{_fmt(per_cpu):>12}{_fmt(cpu_ratio, 2) if cpu_ratio else '':>8}"
         )
+        if r.scenario == "latency" and len(f.get("runs", ())) > 1:
+            runs = ", ".join(_fmt(v, 1) for v in f["runs"])
+            out.append(f"{'':<16}  p99 ms of {len(f['runs'])} runs: {runs}; the median run shown")
         if r.scenario.startswith("slow"):
             extra = ""
             if f.get("server_dropped") is not None:
@@ -830,9 +834,17 @@ def main(argv: list[str] | None = None) -> int:
     if "latency" in only:
         for n in plan.subscribers:
             rate, count = latency_rate(n)
-            for name in servers:
-                with start(name) as srv:
-                    note(Row("latency", name, n, "ws", fanout(srv, gen_cores, n, count, rate)))
+            # p99 of one run moves by +-25% between runs here: the servers
+            # take turns, plan.repeat times, and the median run is shown.
+            by_server: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            for _ in range(plan.repeat):
+                for name in servers:
+                    with start(name) as srv:
+                        by_server[name].append(fanout(srv, gen_cores, n, count, rate))
+            for name, runs in by_server.items():
+                f = dict(_median_run(runs, "p99_ms"))
+                f["runs"] = [r["p99_ms"] for r in runs]
+                note(Row("latency", name, n, "ws", f))
     if "idle" in only:
         for name in servers:
             with start(name) as srv:
@@ -860,14 +872,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, kw in variants:
             label = name + (f" ({kw['slow_policy']})" if "slow_policy" in kw else "")
             # Baseline: the same runs on the same server settings with no
-            # slow readers, alternated with the slow runs, SLOW_REPEAT times
+            # slow readers, alternated with the slow runs, plan.repeat times
             # each; medians are compared (one pair apart by minutes moved
             # by +-15% on a shared machine).
             base: list[dict[str, Any]] = []
             base_lat: list[dict[str, Any]] = []
             with_slow: list[dict[str, Any]] = []
             with_slow_lat: list[dict[str, Any]] = []
-            for _ in range(plan.slow_repeat):
+            for _ in range(plan.repeat):
                 with start(name, **kw) as srv:
                     base.append(fanout(srv, gen_cores, n - slow, plan.messages))
                     base_lat.append(fanout(srv, gen_cores, n - slow, count, rate))
