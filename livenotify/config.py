@@ -61,8 +61,8 @@ class Config:
     #: runtime files live.
     data_dir: str = "livenotify-data"
     events: tuple[str, ...] = DEFAULT_EVENTS
-    #: Seconds a connection may stay silent before we probe it; a probe
-    #: (WebSocket ping, JSON ping on TCP) unanswered for as long again closes it.
+    #: WebSocket: seconds between liveness pings; a ping unanswered for as
+    #: long again closes the connection. TCP: the keepalive idle time.
     idle_timeout: float = 60.0
     #: Seconds a client has to finish the WebSocket opening handshake.
     handshake_timeout: float = 10.0

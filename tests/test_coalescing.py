@@ -8,8 +8,11 @@ writes (each still goes to the socket). The last test drives a real server.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
@@ -167,3 +170,41 @@ def test_replies_and_notifications_keep_their_order_in_a_burst() -> None:
             assert note["type"] == "bench" and note["data"] == {"seq": seq}, note
             assert ack["type"] == "published" and ack["id"] == note["id"], ack
         assert [other.recv()["data"] for _ in range(count)] == [{"seq": s} for s in range(count)]
+
+
+def test_shutdown_in_a_burst_flushes_what_is_held_then_says_goodbye() -> None:
+    """SIGTERM while a 20,000-publish burst is being handled: the subscriber
+    gets a gap-free, in-order prefix of the burst, then ``goodbye`` last."""
+    count = 20_000
+    with (
+        running_server(
+            "--events", "bench", "--queue-size", "100000",
+            env={"LIVENOTIFY_RATE_LIMIT": "0"},
+        ) as srv,
+        LineClient("127.0.0.1", srv.tcp_port) as publisher,
+        LineClient("127.0.0.1", srv.tcp_port) as subscriber,
+    ):  # fmt: skip
+        for client in (publisher, subscriber):
+            assert client.recv()["type"] == "welcome"
+        subscriber.send_line("subscribe bench")
+        subscriber.recv_type("subscribed")
+        burst = "".join(
+            json.dumps({"type": "publish", "event": "bench", "data": {"seq": s}}) + "\n"
+            for s in range(count)
+        ).encode()
+
+        def send_burst() -> None:
+            # The server stops reading it at shutdown: the rest is refused.
+            with contextlib.suppress(OSError):
+                publisher.sock.sendall(burst)
+
+        threading.Thread(target=send_burst, daemon=True).start()
+        assert subscriber.recv()["data"] == {"seq": 0}
+        srv.proc.send_signal(signal.SIGTERM)
+        seqs = [0]
+        while (msg := subscriber.recv())["type"] != "goodbye":
+            seqs.append(msg["data"]["seq"])
+        assert seqs == list(range(len(seqs)))
+        assert msg == {"type": "goodbye", "reason": "shutting_down"}
+        assert subscriber.file.readline() == b""  # nothing after goodbye
+        assert srv.proc.wait(TIMEOUT) == 0
