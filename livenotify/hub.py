@@ -54,6 +54,7 @@ class Outbox:
 
     __slots__ = (
         "_closed", "_items", "_not_empty", "_room", "_tail_first", "busy", "maxlen", "on_queue",
+        "putting",
     )  # fmt: skip
 
     def __init__(self, maxlen: int) -> None:
@@ -65,6 +66,8 @@ class Outbox:
         #: ``_items[0]`` is the unsent rest of a partly written frame.
         self._tail_first = False
         self.busy = False
+        #: Replies waiting in :meth:`put` for room.
+        self.putting = 0
         #: Called once, when the first item is queued: starts the writer.
         self.on_queue: Callable[[], None] | None = None
 
@@ -108,8 +111,8 @@ class Outbox:
 
     def extend(self, items: list[Payload]) -> None:
         """Queue deliveries the :class:`Coalescer` held back, past the limit
-        if need be (each was counted against it when it was held). Raises
-        when closed."""
+        if need be (each was counted against it when it was held), or a
+        closing message that must get through (goodbye). Raises when closed."""
         if self._closed:
             raise trio.ClosedResourceError
         self._items.extend(items)
@@ -117,14 +120,20 @@ class Outbox:
 
     async def put(self, item: Payload | bytes) -> None:
         """Queue, waiting for room (replies: the client's own backpressure)."""
-        while len(self._items) >= self.maxlen and not self._closed:
-            if self._room is None:
-                self._room = trio.lowlevel.ParkingLot()
-            await self._room.park()
-        if self._closed:
-            raise trio.ClosedResourceError
-        self._items.append(item)
-        self._queued()
+        # While a reply waits here, nothing is held for the coalescer: held
+        # deliveries would be written after it, a goodbye included.
+        self.putting += 1
+        try:
+            while len(self._items) >= self.maxlen and not self._closed:
+                if self._room is None:
+                    self._room = trio.lowlevel.ParkingLot()
+                await self._room.park()
+            if self._closed:
+                raise trio.ClosedResourceError
+            self._items.append(item)
+            self._queued()
+        finally:
+            self.putting -= 1
 
     async def take(self) -> list[Payload | bytes]:
         """Everything queued (waiting for at least one); [] once closed and empty.
@@ -212,7 +221,11 @@ class Subscriber:
             # is held, then this one as if nothing had been held.
             self.flush_pending()
         coalescer = self.coalescer
-        if coalescer is not None and coalescer.hot and not (outbox.busy or outbox._items):
+        if (
+            coalescer is not None
+            and coalescer.hot
+            and not (outbox.busy or outbox._items or outbox.putting)
+        ):
             if outbox._closed:
                 raise trio.ClosedResourceError  # ending: nothing more is written
             self.pending = [payload]
@@ -234,13 +247,25 @@ class Subscriber:
         if outbox._closed:
             return  # ending: nothing more is written
         if not (outbox.busy or outbox._items):
-            frame = self.frame
-            data = frame(items[0]) if len(items) == 1 else b"".join([frame(p) for p in items])
+            frames = [self.frame(p) for p in items]
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
             sent = self.send_nowait(data)
-            if sent:
-                if sent < len(data):
-                    outbox.tail(data[sent:])
-                return
+            if not sent:
+                outbox.extend(items)
+            elif sent < len(data):
+                # The rest stays one queue entry per delivery, so that the
+                # queue limit still counts deliveries: the frame cut in two
+                # (its unsent rest first), then the untouched ones.
+                whole = 0
+                while sent >= len(frames[whole]):
+                    sent -= len(frames[whole])
+                    whole += 1
+                if sent:
+                    outbox.tail(frames[whole][sent:])
+                    whole += 1
+                if whole < len(items):
+                    outbox.extend(items[whole:])
+            return
         outbox.extend(items)
 
     def push_control(self, data: bytes) -> None:

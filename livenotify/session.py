@@ -113,7 +113,10 @@ class Session:
         if self._end_reason is None:
             self._end_reason = protocol.SHUTTING_DOWN
         if self.transport.kind == "tcp":
-            self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN))
+            self._report_dropped()
+            # Past the queue limit if need be: a full queue (drop policy)
+            # still ends with the goodbye.
+            self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN), force=True)
         # Nothing may follow the goodbye; the writer flushes what is queued.
         self.sub.flush_pending()
         self.sub.outbox.close()
@@ -314,6 +317,7 @@ class Session:
                 hub.publish(event, body, exclude=sub)
             case Exit():
                 if self.transport.kind == "tcp":
+                    self._report_dropped()
                     await self._send(protocol.Goodbye("exit"))
                 return True
         return False
@@ -370,8 +374,20 @@ class Session:
         except trio.ClosedResourceError:
             pass
 
-    def _queue_nowait(self, msg: ServerMessage) -> None:
+    def _queue_nowait(self, msg: ServerMessage, *, force: bool = False) -> None:
+        """Queue without waiting; dropped when the queue is full, unless ``force``."""
+        payload = Payload(protocol.encode_server(msg))
         try:
-            self.sub.push(Payload(protocol.encode_server(msg)))
+            if not self.sub.push(payload) and force:
+                self.sub.flush_pending()
+                self.sub.outbox.extend([payload])
         except trio.ClosedResourceError:
             pass
+
+    def _report_dropped(self) -> None:
+        """Queue the ``dropped`` notice now, so that it comes before a goodbye
+        (the writer would otherwise add it after its batch)."""
+        sub = self.sub
+        if sub.dropped:
+            self._queue_nowait(protocol.Dropped(sub.dropped), force=True)
+            sub.dropped = 0

@@ -146,6 +146,35 @@ async def test_held_deliveries_count_against_the_queue_limit(hub: Hub) -> None:
     assert [m["seq"] for m in got] == list(range(queue_size + 3))
 
 
+async def test_a_partly_taken_write_still_counts_one_entry_per_delivery(hub: Hub) -> None:
+    """The kernel takes part of a held batch: what is left is queued one
+    entry per delivery (the cut frame's rest first), so the queue limit and
+    ``queued`` still count deliveries, not writes."""
+    peer = attach(hub, sndbuf=4096)
+    peer.sub.outbox.on_queue = lambda: None  # no writer task: the queue stays put
+    hub.coalescer.touch()  # a burst is on: every publish is held
+    queue_size = hub.config.queue_size
+    pad = "p" * 2000
+    for seq in range(queue_size - 1):
+        hub.publish("bench", {"seq": seq, "pad": pad})
+    hub.coalescer.flush()
+    taken, left = peer.writes, peer.sub.outbox._items
+    assert taken == [queue_size - 1]  # one write of the whole batch...
+    assert 0 < len(left) < queue_size - 1  # ...of which the kernel took part
+    # One entry per delivery not yet written: the cut frame's rest, then
+    # the untouched ones (without the split: one entry holding them all).
+    deliveries_left = sum(i.count(b"\n") if isinstance(i, bytes) else 1 for i in left)
+    assert deliveries_left > 1
+    assert len(left) == deliveries_left
+    assert isinstance(left[0], bytes) and all(not isinstance(i, bytes) for i in left[1:])
+    queued = len(left)
+    assert peer.sub.queued == queued
+    # Room for exactly queue_size - queued more, then the policy applies.
+    more = [hub.publish("bench", {"seq": s, "pad": pad})[1] for s in range(queue_size)]
+    assert more.count(1) == queue_size - queued
+    assert set(peer.kills) == {protocol.SLOW_CONSUMER}
+
+
 def test_replies_and_notifications_keep_their_order_in_a_burst() -> None:
     """A publisher subscribed to its own event sends 300 publishes in one
     write: it reads notification, then ``published``, for each, in order;

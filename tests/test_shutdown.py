@@ -3,8 +3,12 @@ end of stdin ends only the console."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,52 @@ def test_console_survives_bytes_that_are_not_utf8() -> None:
         srv.wait_log(r"sent furniture_created id=\w+ delivered=0")
         srv.command("stats", r"connections=0 ")
         assert srv.proc.poll() is None
+
+
+def test_full_queue_under_drop_policy_still_ends_with_dropped_then_goodbye() -> None:
+    """A subscriber that stopped reading (``--slow-policy drop``, its queue
+    full) and reads again once the server shuts down: every notification is
+    either delivered or counted in a ``dropped`` notice, and ``goodbye``
+    comes last, past the full queue."""
+    with (
+        running_server(
+            "--events", "bench", "--queue-size", "64", "--slow-policy", "drop",
+            env={"LIVENOTIFY_RATE_LIMIT": "0"},
+        ) as srv,
+        LineClient("127.0.0.1", srv.tcp_port) as publisher,
+        LineClient("127.0.0.1", srv.tcp_port) as fast,
+        socket.socket() as slow_sock,
+    ):  # fmt: skip
+        slow_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow_sock.settimeout(10)
+        slow_sock.connect(("127.0.0.1", srv.tcp_port))
+        slow = slow_sock.makefile("rb")
+        for line in (publisher.file.readline(), fast.file.readline(), slow.readline()):
+            assert json.loads(line)["type"] == "welcome"
+        for sock in (fast.sock, slow_sock):
+            sock.sendall(b"subscribe bench\n")
+        fast.recv_type("subscribed")
+        assert json.loads(slow.readline())["type"] == "subscribed"
+        burst = "".join(
+            json.dumps({"type": "publish", "event": "bench", "data": {"seq": s}}) + "\n"
+            for s in range(20_000)
+        ).encode()
+
+        def send_burst() -> None:
+            with contextlib.suppress(OSError):
+                publisher.sock.sendall(burst)
+
+        threading.Thread(target=send_burst, daemon=True).start()
+        assert fast.recv()["data"] == {"seq": 0}
+        srv.proc.send_signal(signal.SIGTERM)
+        # The fast one's last line is its goodbye: every publish handled is in.
+        handled = 0
+        while (msg := fast.recv())["type"] != "goodbye":
+            handled = msg["data"]["seq"] + 1
+        got = [json.loads(line) for line in slow]  # the slow one reads at last
+        assert got[-1] == {"type": "goodbye", "reason": "shutting_down"}, got[-3:]
+        delivered = [m["data"]["seq"] for m in got if m["type"] == "bench"]
+        dropped = sum(m["count"] for m in got if m["type"] == "dropped")
+        assert delivered == sorted(delivered) and dropped > 0
+        assert len(delivered) + dropped == handled
+        assert srv.proc.wait(15) == 0
