@@ -6,6 +6,7 @@ log attached, so a failing test says what the server was doing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -235,3 +236,19 @@ class LineClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def send_burst(client: LineClient, event: str, count: int) -> None:
+    """Send ``count`` publishes of ``event`` (``data: {"seq": N}``) in one
+    write, from a thread: the test reads meanwhile. A server that stops
+    reading (shutdown) makes the rest fail quietly."""
+    burst = "".join(
+        json.dumps({"type": "publish", "event": event, "data": {"seq": s}}) + "\n"
+        for s in range(count)
+    ).encode()
+
+    def send() -> None:
+        with contextlib.suppress(OSError):
+            client.sock.sendall(burst)
+
+    threading.Thread(target=send, daemon=True).start()

@@ -8,11 +8,9 @@ writes (each still goes to the socket). The last test drives a real server.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
@@ -24,7 +22,7 @@ from livenotify import protocol
 from livenotify.config import Config
 from livenotify.hub import Coalescer, Hub, Subscriber
 from livenotify.transports.tcp import TcpTransport
-from tests.helpers import LineClient, running_server
+from tests.helpers import LineClient, running_server, send_burst
 
 #: Liveness bound for every wait below; nothing here should take a fraction of it.
 TIMEOUT = 10.0
@@ -217,17 +215,7 @@ def test_shutdown_in_a_burst_flushes_what_is_held_then_says_goodbye() -> None:
             assert client.recv()["type"] == "welcome"
         subscriber.send_line("subscribe bench")
         subscriber.recv_type("subscribed")
-        burst = "".join(
-            json.dumps({"type": "publish", "event": "bench", "data": {"seq": s}}) + "\n"
-            for s in range(count)
-        ).encode()
-
-        def send_burst() -> None:
-            # The server stops reading it at shutdown: the rest is refused.
-            with contextlib.suppress(OSError):
-                publisher.sock.sendall(burst)
-
-        threading.Thread(target=send_burst, daemon=True).start()
+        send_burst(publisher, "bench", count)
         assert subscriber.recv()["data"] == {"seq": 0}
         srv.proc.send_signal(signal.SIGTERM)
         seqs = [0]

@@ -3,19 +3,17 @@ end of stdin ends only the console."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.helpers import LineClient, running_server, serve_command
+from tests.helpers import LineClient, running_server, send_burst, serve_command
 
 
 @pytest.mark.parametrize("how", ["exit", "SIGTERM", "SIGINT"])
@@ -108,16 +106,7 @@ def test_full_queue_under_drop_policy_still_ends_with_dropped_then_goodbye() -> 
             sock.sendall(b"subscribe bench\n")
         fast.recv_type("subscribed")
         assert json.loads(slow.readline())["type"] == "subscribed"
-        burst = "".join(
-            json.dumps({"type": "publish", "event": "bench", "data": {"seq": s}}) + "\n"
-            for s in range(20_000)
-        ).encode()
-
-        def send_burst() -> None:
-            with contextlib.suppress(OSError):
-                publisher.sock.sendall(burst)
-
-        threading.Thread(target=send_burst, daemon=True).start()
+        send_burst(publisher, "bench", 20_000)
         assert fast.recv()["data"] == {"seq": 0}
         srv.proc.send_signal(signal.SIGTERM)
         # The fast one's last line is its goodbye: every publish handled is in.
