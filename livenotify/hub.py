@@ -207,7 +207,8 @@ class Subscriber:
         for this subscriber: one non-blocking ``send()`` and no task switch.
         What the kernel does not take is queued for the writer task, ahead
         of anything else. Held deliveries count against the queue limit,
-        and are written as soon as one more would reach it.
+        and are written as soon as one more would reach it: a refused
+        delivery leaves nothing held.
         """
         outbox = self.outbox
         pending = self.pending
@@ -238,8 +239,7 @@ class Subscriber:
     def flush_pending(self) -> None:
         """Write what the coalescer holds for this subscriber now, in one
         ``send()`` when nothing else is queued; what the kernel does not
-        take goes to the writer task. Call before anything that must come
-        after it (an awaited ``put``, closing the outbox)."""
+        take goes to the writer task. Call before closing the outbox."""
         items, self.pending = self.pending, None
         if not items:
             return
@@ -313,7 +313,7 @@ class Coalescer:
     list is also written as soon as it holds :data:`HOLD_MAX`. So a lone
     notification costs nothing extra, and the rest of a burst read from a
     publisher's socket goes to each subscriber in one write. A session
-    writes what it holds before it waits for queue room or closes.
+    writes what it holds before it closes its outbox.
     """
 
     #: Rounds with no new publish that end a burst. Two, because Trio runs

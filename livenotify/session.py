@@ -155,11 +155,8 @@ class Session:
                     await self.transport.close(reason, _REASON_TEXT.get(reason, reason))
                 except Exception as exc:  # the peer may be long gone
                     log.debug("close #%d: %r", sub.id, exc)
-            level = (
-                logging.INFO
-                if reason in ("eof", "exit", protocol.SHUTTING_DOWN)
-                else (logging.WARNING)
-            )
+            quiet = reason in ("eof", "exit", protocol.SHUTTING_DOWN)
+            level = logging.INFO if quiet else logging.WARNING
             log.log(
                 level,
                 "disconnect %s %s #%d reason=%s delivered=%d",
@@ -368,8 +365,8 @@ class Session:
         """Send a reply behind any notifications already queued (order kept)."""
         payload = Payload(protocol.encode_server(msg))
         try:
+            # A refused push has written what was held: the reply is last.
             if not self.sub.push(payload):
-                self.sub.flush_pending()  # what is held goes first
                 await self.sub.outbox.put(payload)
         except trio.ClosedResourceError:
             pass
@@ -379,7 +376,6 @@ class Session:
         payload = Payload(protocol.encode_server(msg))
         try:
             if not self.sub.push(payload) and force:
-                self.sub.flush_pending()
                 self.sub.outbox.extend([payload])
         except trio.ClosedResourceError:
             pass
