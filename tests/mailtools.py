@@ -39,7 +39,8 @@ from aiosmtpd.controller import Controller
 from tests.helpers import ROOT, LogLines
 
 #: The Redis test database of the mail tests (flushed before and after).
-MAIL_REDIS_DB = 13
+#: Concurrent runs on one machine each pick their own with the variable.
+MAIL_REDIS_DB = int(os.environ.get("LIVENOTIFY_TEST_REDIS_DB", "13"))
 MAIL_REDIS_URL = f"redis://127.0.0.1:6379/{MAIL_REDIS_DB}"
 #: A worker start on a loaded 2-core machine: interpreter, Celery, broker.
 WORKER_START_TIMEOUT = 30.0
