@@ -23,6 +23,7 @@ from .config import Config
 from .console import Console
 from .hub import Hub
 from .listeners import bound_addresses, client_ip, format_address, open_listeners
+from .liveness import Heartbeat
 from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
@@ -43,6 +44,8 @@ class Server:
     def __init__(self, config: Config, *, console: bool = True) -> None:
         self.config = config
         self.hub = Hub(config)
+        #: Pings every WebSocket connection; the sessions enrol themselves.
+        self.heartbeat = Heartbeat(config.idle_timeout)
         self.admission = Admission(config.limits)
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
@@ -82,7 +85,7 @@ class Server:
                 # Signals are handled before "ready" is logged, so a SIGINT
                 # sent right after it is a graceful shutdown, not a traceback.
                 await root.start(self._watch_signals)
-                await connections.start(self.hub.heartbeat.run)
+                await connections.start(self.heartbeat.run)
                 await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
@@ -143,7 +146,7 @@ class Server:
             max_message_size=config.limits.max_message_bytes,
             # Messages read ahead for the session: a burst from a publisher
             # then reaches the hub one per scheduler round, which is what
-            # lets the coalescer batch it (see hub.Coalescer).
+            # lets the coalescer batch it (see hub.delivery.Coalescer).
             message_queue_size=WS_READ_AHEAD,
             connect_timeout=config.handshake_timeout,
             disconnect_timeout=2.0,
@@ -212,7 +215,8 @@ class Server:
             await stream.aclose()
             return
         transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
-        await self._serve_session(Session(self.hub, self.config, transport, self.storage), ip)
+        session = Session(self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat)
+        await self._serve_session(session, ip)
 
     async def _handle_ws(self, request: WebSocketRequest) -> None:
         try:
@@ -241,7 +245,10 @@ class Server:
             # connections nursery must not see it.
             log.exception("ws %s: handshake failed", peer)
             return
-        session = Session(self.hub, self.config, WsTransport(ws, peer), self.storage, events)
+        transport = WsTransport(ws, peer)
+        session = Session(
+            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
+        )
         await self._serve_session(session, ip)
 
 

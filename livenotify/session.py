@@ -5,7 +5,7 @@ be queued, a writer task (drains the hub queue into one ``send_all`` per
 wake-up), both in one nursery: most deliveries are written directly by
 the publisher (:meth:`Subscriber.push`), so an idle or keeping-up
 connection never has a writer. Liveness pings are the hub's one
-:class:`~livenotify.hub.Heartbeat` task, not a task per connection.
+:class:`~livenotify.liveness.Heartbeat` task, not a task per connection.
 Whatever ends the connection — the peer closing, ``exit``, an unanswered
 ping, a stuck write, the slow-consumer policy, server shutdown — lands in
 the ``finally`` of :meth:`Session.run`, which detaches from the hub, tells
@@ -23,6 +23,7 @@ import trio
 from . import protocol
 from .config import Config
 from .hub import Hub, Subscriber
+from .liveness import Heartbeat, Probe
 from .payload import Payload
 from .protocol import (
     ClientMessage,
@@ -67,7 +68,7 @@ class Session:
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
         "_bucket", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
-        "_reader_scope", "_writer_done", "config", "hub", "storage", "sub", "transport",
+        "_probe", "_reader_scope", "_writer_done", "config", "hub", "storage", "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +78,7 @@ class Session:
         transport: Transport,
         storage: StorageBridge | None = None,
         initial_events: Sequence[str] = (),
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.hub = hub
         self.config = config
@@ -97,6 +99,10 @@ class Session:
         self._writer_done: trio.Event | None = None
         self.sub: Subscriber = hub.attach(transport, self.kill)
         self.sub.outbox.on_queue = self._start_writer
+        #: Its place in the heartbeat schedule (transports that answer pings).
+        self._probe: Probe | None = None
+        if heartbeat is not None and transport.probes:
+            self._probe = heartbeat.watch(self.sub, transport)
 
     # -- ending --------------------------------------------------------------
 
@@ -149,6 +155,8 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             reason = self._end_reason or "eof"
+            if self._probe is not None:
+                Heartbeat.unwatch(self._probe)
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:

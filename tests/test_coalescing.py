@@ -1,4 +1,4 @@
-"""Write coalescing (hub.Coalescer): a burst reaches each subscriber in few
+"""Write coalescing (hub.delivery.Coalescer): a burst reaches each subscriber in few
 writes, in order, within the queue limit; a lone notification is not held.
 
 The hub runs in-process here, its subscribers on real TCP transports over

@@ -1,43 +1,46 @@
-"""The hub: event -> subscribers, and the publish path.
+"""One connection's write path, as the hub sees it.
 
-Every connection is a :class:`Subscriber` with a bounded memory channel
-drained by that connection's single writer task. :meth:`Hub.publish` encodes a
-notification once and ``send_nowait``s the shared :class:`Payload` to each
-subscriber: it never awaits a client. A full queue applies the slow-consumer
-policy to that subscriber alone (see :class:`~livenotify.config.SlowPolicy`).
+:class:`Subscriber` is a connection: its subscriptions, its bounded
+:class:`Outbox` (drained whole by the connection's single writer task) and
+the non-blocking direct write that most deliveries take. During a burst the
+:class:`Coalescer` holds each subscriber's deliveries for a few scheduler
+rounds and writes them together: one ``send()`` carries many notifications
+instead of one each (see BENCHMARKS.md).
 
-Publishing is two steps so that a cross-server backplane can sit between
-them: :meth:`Hub.publish` builds the notification, tells the observers
-(storage, e-mail) and calls :meth:`Hub.deliver`, which only fans out locally.
-
-During a burst the :class:`Coalescer` holds each subscriber's deliveries for
-a few scheduler rounds and writes them together: one ``send()`` carries many
-notifications instead of one each (see BENCHMARKS.md).
+Nothing here knows a socket: a subscriber writes through a :class:`Writer`,
+which the transports satisfy structurally.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
-import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import trio
 
-from . import protocol
-from .config import Config, SlowPolicy
-from .payload import Payload
+from ..payload import Payload
 
-if TYPE_CHECKING:
-    from .transports import Transport
 
-log = logging.getLogger(__name__)
+class Writer(Protocol):
+    """What a subscriber needs of its connection (a transport has it all)."""
 
-#: Called with (notification id, event, JSON text) for every publish.
-PublishObserver = Callable[[str, str, str], None]
+    #: "tcp" or "ws", for the console.
+    @property
+    def kind(self) -> str: ...
+
+    #: "ip:port" of the peer, for logs and the console.
+    @property
+    def peer(self) -> str: ...
+
+    def frame(self, payload: Payload) -> bytes:
+        """``payload`` framed for this connection."""
+        ...
+
+    def send_nowait(self, data: bytes) -> int | None:
+        """Write what the socket takes now: the byte count, or None when a
+        write may not start now."""
+        ...
 
 
 class Outbox:
@@ -73,6 +76,17 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: nothing more may be queued."""
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, being written, or waiting for room: a write may
+        go straight to the socket without overtaking anything."""
+        return not (self.busy or self._items or self.putting)
 
     def _queued(self) -> None:
         if self._not_empty is not None:
@@ -186,8 +200,6 @@ class Subscriber:
     #: Notifications dropped under the ``drop`` policy and not yet reported.
     dropped: int = 0
     delivered: int = 0
-    #: Its place in the heartbeat schedule (WebSocket connections).
-    probe: Probe | None = None
     #: Deliveries the coalescer holds, oldest first (None: none held).
     pending: list[Payload] | None = None
     coalescer: Coalescer | None = None
@@ -213,24 +225,18 @@ class Subscriber:
         outbox = self.outbox
         pending = self.pending
         if pending is not None:
-            if len(pending) < Coalescer.HOLD_MAX and len(pending) + len(outbox._items) < (
-                outbox.maxlen
-            ):
+            if len(pending) < Coalescer.HOLD_MAX and len(pending) + len(outbox) < outbox.maxlen:
                 pending.append(payload)
                 return True
             # Holding more would cost memory or the queue limit: write what
             # is held, then this one as if nothing had been held.
             self.flush_pending()
         coalescer = self.coalescer
-        if (
-            coalescer is not None
-            and coalescer.hot
-            and not (outbox.busy or outbox._items or outbox.putting)
-        ):
-            if outbox._closed:
+        if coalescer is not None and coalescer.hot and outbox.idle:
+            if outbox.closed:
                 raise trio.ClosedResourceError  # ending: nothing more is written
             self.pending = [payload]
-            coalescer._holders.append(self)
+            coalescer.hold(self)
             return True
         if self._write_now(self.frame(payload)):
             return True
@@ -244,9 +250,9 @@ class Subscriber:
         if not items:
             return
         outbox = self.outbox
-        if outbox._closed:
+        if outbox.closed:
             return  # ending: nothing more is written
-        if not (outbox.busy or outbox._items):
+        if not (outbox.busy or len(outbox)):
             frames = [self.frame(p) for p in items]
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             sent = self.send_nowait(data)
@@ -280,9 +286,9 @@ class Subscriber:
         being written; True when it is on its way (all sent, or its unsent
         rest queued first). Raises ``trio.ClosedResourceError`` once closing."""
         outbox = self.outbox
-        if outbox._closed:
+        if outbox.closed:
             raise trio.ClosedResourceError  # ending: nothing more is written
-        if outbox.busy or outbox._items:
+        if outbox.busy or len(outbox):
             return False
         sent = self.send_nowait(data)
         if not sent:  # None: not writable now; 0: the kernel took nothing
@@ -346,6 +352,10 @@ class Coalescer:
                 self.hot = True
                 self._lot.unpark()
 
+    def hold(self, sub: Subscriber) -> None:
+        """``sub`` now holds deliveries: :meth:`flush` writes them."""
+        self._holders.append(sub)
+
     def flush(self) -> None:
         """Write everything held, now."""
         holders, self._holders = self._holders, []
@@ -373,244 +383,3 @@ class Coalescer:
         finally:
             self.active = self.hot = False
             self.flush()
-
-
-class Probe:
-    """A connection's place in the heartbeat schedule.
-
-    Also what the WebSocket transport files as the waiter of its ping:
-    trio-websocket calls :meth:`set` when the matching pong arrives.
-    """
-
-    __slots__ = ("answered", "deadline", "sub", "transport", "waiting")
-
-    def __init__(self, sub: Subscriber, transport: Transport, deadline: float) -> None:
-        self.sub: Subscriber | None = sub
-        self.transport: Transport | None = transport
-        self.deadline = deadline
-        #: A ping is out; ``answered`` says whether its pong came back.
-        self.waiting = False
-        self.answered = False
-
-    def set(self) -> None:
-        self.answered = True
-
-
-class Heartbeat:
-    """One task probes every WebSocket connection (none per connection).
-
-    Each connection is pinged ``interval`` seconds after it attached and then
-    every ``interval`` seconds; a ping whose pong has not arrived by the next
-    turn, ``interval`` seconds later, ends the connection with
-    ``idle_timeout``. Every deadline is "now + interval" when it is set, so
-    the schedule is a FIFO queue, always in deadline order: no heap, no
-    timer per connection. A detached connection leaves only its small
-    :class:`Probe` in the queue until its turn comes.
-
-    :meth:`run` is one task of the server's nursery; it sleeps while there
-    is no connection to probe.
-    """
-
-    #: Probes handled between two checkpoints, so that a burst of due pings
-    #: (10,000 connections opened at once) does not stall the loop.
-    BATCH = 256
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._queue: deque[Probe] = deque()
-        #: Set while :meth:`run` waits for a first connection to probe.
-        self._wakeup: trio.Event | None = None
-
-    def watch(self, sub: Subscriber, transport: Transport) -> None:
-        probe = Probe(sub, transport, trio.current_time() + self.interval)
-        sub.probe = probe
-        self._queue.append(probe)
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    @staticmethod
-    def unwatch(sub: Subscriber) -> None:
-        probe = sub.probe
-        if probe is not None:
-            probe.sub = probe.transport = None
-            sub.probe = None
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Probe every watched connection, forever."""
-        queue, interval = self._queue, self.interval
-        task_status.started()
-        handled = 0
-        while True:
-            if not queue:
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
-                self._wakeup = None
-                continue
-            probe = queue[0]
-            now = trio.current_time()
-            if probe.deadline > now or handled >= self.BATCH:
-                handled = 0
-                await trio.sleep_until(probe.deadline)
-                continue
-            queue.popleft()
-            handled += 1
-            sub, transport = probe.sub, probe.transport
-            if sub is None or transport is None:
-                continue  # detached
-            if probe.waiting and not probe.answered:
-                self.unwatch(sub)
-                sub.kill(protocol.IDLE_TIMEOUT)
-                continue
-            frame = transport.ping_frame(probe)
-            if frame is None:
-                self.unwatch(sub)  # closing: the session ends on its own
-                continue
-            probe.waiting, probe.answered = True, False
-            try:
-                sub.push_control(frame)
-            except trio.ClosedResourceError:
-                self.unwatch(sub)
-                continue
-            probe.deadline = now + interval
-            queue.append(probe)
-
-
-@dataclass
-class HubStats:
-    """Counters the console's ``stats`` prints."""
-
-    connections_total: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    published: int = 0
-    dropped: int = 0
-    disconnects: Counter[str] = field(default_factory=Counter)
-
-
-class Hub:
-    """Event -> subscribers, with a bounded queue per subscriber."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.catalog: tuple[str, ...] = config.events
-        self._catalog_set = frozenset(config.events)
-        self._by_event: dict[str, set[Subscriber]] = {}
-        self.connections: dict[int, Subscriber] = {}
-        self.stats = HubStats()
-        self._observers: list[PublishObserver] = []
-        self._ids = itertools.count(1)
-        self.heartbeat = Heartbeat(config.idle_timeout)
-        self.coalescer = Coalescer()
-
-    # -- connections ---------------------------------------------------------
-
-    def attach(
-        self,
-        transport: Transport,
-        kill: Callable[[str], None],
-    ) -> Subscriber:
-        """Register a new connection and give it its queue."""
-        sub = Subscriber(
-            next(self._ids), transport.kind, transport.peer, Outbox(self.config.queue_size),
-            kill, transport.frame, transport.send_nowait, coalescer=self.coalescer,
-        )  # fmt: skip
-        self.connections[sub.id] = sub
-        self.stats.connections_total += 1
-        if transport.probes:
-            self.heartbeat.watch(sub, transport)
-        return sub
-
-    def detach(self, sub: Subscriber, reason: str) -> None:
-        """Forget a connection: every subscription goes with it."""
-        self.heartbeat.unwatch(sub)
-        sub.pending = None
-        for event in sub.events:
-            subs = self._by_event.get(event)
-            if subs is not None:
-                subs.discard(sub)
-                if not subs:
-                    del self._by_event[event]
-        sub.events.clear()
-        self.connections.pop(sub.id, None)
-        self.stats.disconnects[reason] += 1
-
-    # -- subscriptions -------------------------------------------------------
-
-    def is_known(self, event: str) -> bool:
-        return event == protocol.ALL_EVENTS or event in self._catalog_set
-
-    def unknown(self, events: Iterable[str]) -> list[str]:
-        return [e for e in events if not self.is_known(e)]
-
-    def subscribe(self, sub: Subscriber, events: Iterable[str]) -> None:
-        for event in events:
-            if event not in sub.events:
-                sub.events.add(event)
-                self._by_event.setdefault(event, set()).add(sub)
-
-    def unsubscribe(self, sub: Subscriber, events: Iterable[str]) -> None:
-        for event in events:
-            if event in sub.events:
-                sub.events.discard(event)
-                subs = self._by_event[event]
-                subs.discard(sub)
-                if not subs:
-                    del self._by_event[event]
-
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(s) for s in self._by_event.values())
-
-    # -- publishing ----------------------------------------------------------
-
-    def add_observer(self, observer: PublishObserver) -> None:
-        """Call ``observer(id, event, text)`` after every publish."""
-        self._observers.append(observer)
-
-    def publish(
-        self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
-    ) -> tuple[str, int]:
-        """Publish a notification; return its id and how many got it queued.
-
-        Never awaits: safe to call from anywhere on the Trio thread.
-        """
-        notification_id = uuid.uuid4().hex
-        obj = protocol.notification(event, fields, notification_id, protocol.timestamp())
-        payload = Payload(protocol.encode(obj))
-        delivered = self.deliver(event, payload, exclude=exclude)
-        self.stats.published += 1
-        for observer in self._observers:
-            observer(notification_id, event, payload.text)
-        log.info("publish %s id=%s delivered=%d", event, notification_id, delivered)
-        return notification_id, delivered
-
-    def deliver(self, event: str, payload: Payload, *, exclude: Subscriber | None = None) -> int:
-        """Queue ``payload`` for every local subscriber of ``event`` or ``*``."""
-        delivered = 0
-        everyone = self._by_event.get(protocol.ALL_EVENTS, ())
-        for sub in everyone:
-            if sub is not exclude:
-                delivered += self._offer(sub, payload)
-        for sub in self._by_event.get(event, ()):
-            # Subscribers of "*" already got it above.
-            if sub is not exclude and protocol.ALL_EVENTS not in sub.events:
-                delivered += self._offer(sub, payload)
-        self.stats.messages_out += delivered
-        self.coalescer.touch()
-        return delivered
-
-    def _offer(self, sub: Subscriber, payload: Payload) -> int:
-        try:
-            accepted = sub.push(payload)
-        except trio.ClosedResourceError:
-            # The connection is on its way out; its cleanup will detach it.
-            return 0
-        if not accepted:
-            self.stats.dropped += 1
-            if self.config.slow_policy is SlowPolicy.DROP:
-                sub.dropped += 1
-            else:
-                sub.kill(protocol.SLOW_CONSUMER)
-            return 0
-        sub.delivered += 1
-        return 1
