@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fuzz.wire import TcpConn, WsConn
+from fuzz.rawclients import TcpConn, WsConn
 from tests.helpers import ServerProcess, running_server
 
 ARGS = ("--events", "a", "--no-worker", "--rate-limit", "0")

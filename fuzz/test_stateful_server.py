@@ -36,8 +36,8 @@ from hypothesis.stateful import (
 )
 
 from fuzz.profiles import stateful_settings
+from fuzz.rawclients import Closed, Conn, TcpConn, WsConn
 from fuzz.strategies import deep_json, json_values
-from fuzz.wire import Closed, Conn, TcpConn, WsConn
 from livenotify import protocol
 from livenotify.config import Limits
 from tests.helpers import ServerProcess, running_server

@@ -1,4 +1,4 @@
-"""E-mail on the server side: outbox -> Celery broker, and the embedded worker.
+"""E-mail hand-off: outbox -> Celery broker.
 
 :class:`MailDispatcher` moves mail jobs from the durable outbox (rows the
 storage writer adds for every registered subscriber of a logged
@@ -16,41 +16,29 @@ idempotency key mails each (notification, recipient) once.
 
 A broker outage is logged once as a WARNING, its end once as INFO; in
 between the dispatcher retries with exponential backoff and jitter.
-
-:class:`EmbeddedWorker` runs ``celery -A tasks worker`` as a child process
-when no broker is configured (the embedded filesystem broker under
-``<data_dir>/broker``), relays its log lines, restarts it if it dies, and
-stops it with a warm shutdown (SIGTERM) when the server stops.
-
-:func:`start_mail` starts what a configuration needs in the server's nursery.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import random
 import re
-import subprocess
-import sys
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .config import Config
-from .storage import StorageBusy
+from ..config import Config
+from ..storage import StorageBusy
 
 if TYPE_CHECKING:
     from celery import Celery
 
-log = logging.getLogger(__name__)
-worker_log = logging.getLogger(__name__ + ".worker")
+# The package's name, not the module's: operators (and their log filters)
+# know these lines as "livenotify.mail".
+log = logging.getLogger("livenotify.mail")
 
 #: Outbox rows read and handed to the broker per round: large enough that a
 #: backlog after an outage drains quickly, small enough that one round (and
@@ -64,27 +52,6 @@ STORAGE_RETRY = 1.0
 #: Backoff between hand-off attempts while the broker is unreachable.
 BROKER_RETRY_MIN = 0.5
 BROKER_RETRY_MAX = 30.0
-#: Seconds the embedded worker gets for a warm shutdown (finish or put back
-#: the message in hand) before it is killed; a killed worker's message is
-#: put back by the next worker (see ``tasks.fsbroker``).
-WORKER_STOP_TIMEOUT = 10.0
-#: Backoff between restarts of an embedded worker that keeps dying.
-WORKER_RESTART_MIN = 1.0
-WORKER_RESTART_MAX = 60.0
-#: A worker that ran this many seconds counts as healthy: the next restart
-#: starts again from the minimum delay.
-WORKER_HEALTHY_AFTER = 60.0
-#: Unformatted worker output lines (banner, tracebacks) kept to show when the
-#: worker exits with an error.
-WORKER_TAIL_LINES = 40
-#: A worker log line longer than this is cut (a runaway traceback line must
-#: not make us buffer without bound).
-WORKER_MAX_LINE = 16 * 1024
-
-_LEVELS: dict[str, int] = {
-    name: getattr(logging, name) for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-}
-_CELERY_LINE = re.compile(r"^\[[^\]]*?: (DEBUG|INFO|WARNING|ERROR|CRITICAL)/[^\]]*\] ?(.*)$")
 
 
 class OutboxJob(Protocol):
@@ -102,7 +69,7 @@ class OutboxJob(Protocol):
     def payload(self) -> str: ...
 
 
-class Outbox(Protocol):
+class OutboxReader(Protocol):
     """What the dispatcher needs of :class:`~livenotify.storage.StorageBridge`.
 
     Rows passed to ``mark_mail_queued`` leave ``pending_mail`` at once;
@@ -172,7 +139,9 @@ def describe_broker(broker: str | None) -> str:
 class MailDispatcher:
     """Hands pending outbox rows to the Celery broker (see the module docstring)."""
 
-    def __init__(self, config: Config, storage: Outbox, *, batch: int = HANDOFF_BATCH) -> None:
+    def __init__(
+        self, config: Config, storage: OutboxReader, *, batch: int = HANDOFF_BATCH
+    ) -> None:
         self.config = config
         self.storage = storage
         self.batch = batch
@@ -314,154 +283,3 @@ class MailDispatcher:
                     return
         finally:
             app.close()
-
-
-def worker_command(config: Config) -> list[str]:
-    """``celery -A tasks worker`` for the embedded broker, one process, one task at a time."""
-    level = config.log_level if config.log_level in ("DEBUG", "INFO", "WARNING") else "INFO"
-    return [
-        # -P: no current directory on sys.path, so a "tasks" module that
-        # happens to lie there cannot stand in for ours (PYTHONPATH has ours).
-        sys.executable, "-P", "-m", "celery", "-A", "tasks", "worker",
-        # solo: one mail at a time is plenty for a first run, and it is the
-        # smallest worker (no pool processes).
-        "--pool=solo", "--concurrency=1",
-        # Gossip, mingle and heartbeats talk to other workers over broadcast
-        # queues; an embedded worker has none.
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-        f"--hostname=livenotify-mail-{os.getpid()}@%h",
-        f"--loglevel={level}",
-    ]  # fmt: skip
-
-
-def worker_environment(config: Config) -> dict[str, str]:
-    """The environment of the embedded worker: our own, plus where its data lives."""
-    env = dict(os.environ)
-    env.pop("LIVENOTIFY_BROKER", None)  # embedded: no broker URL
-    env["LIVENOTIFY_DATA_DIR"] = str(Path(config.data_dir).absolute())
-    env["LIVENOTIFY_PARENT_PID"] = str(os.getpid())
-    env["PYTHONUNBUFFERED"] = "1"
-    # The worker imports ``tasks`` from where we would, installed or not
-    # (found without importing it: that would load Celery on the Trio thread).
-    spec = importlib.util.find_spec("tasks")
-    if spec is None or not spec.submodule_search_locations:
-        where = spec.origin if spec is not None else "nowhere"
-        raise RuntimeError(
-            f"'tasks' (the e-mail worker package) resolves to {where}: "
-            "is a tasks.py in the current folder hiding it?"
-        )
-    root = str(Path(next(iter(spec.submodule_search_locations))).resolve().parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-class EmbeddedWorker:
-    """Runs and supervises the e-mail worker of the embedded broker."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.pid: int | None = None
-        self.starts = 0
-        self._tail: deque[str] = deque(maxlen=WORKER_TAIL_LINES)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the worker; restart it with backoff when it dies; stop it on cancel."""
-        delay = WORKER_RESTART_MIN
-        command, env = worker_command(self.config), worker_environment(self.config)
-        while True:
-            started_at = trio.current_time()
-            code = await self._run_once(command, env, task_status)
-            task_status = trio.TASK_STATUS_IGNORED
-            if trio.current_time() - started_at >= WORKER_HEALTHY_AFTER:
-                delay = WORKER_RESTART_MIN
-            log.warning("mail worker exited with status %s; restarting in %.0fs", code, delay)
-            for line in self._tail:
-                worker_log.warning("%s", line)
-            self._tail.clear()
-            await trio.sleep(delay)
-            delay = min(delay * 2, WORKER_RESTART_MAX)
-
-    async def _run_once(
-        self, command: list[str], env: dict[str, str], task_status: trio.TaskStatus[None]
-    ) -> int:
-        async with trio.open_nursery() as nursery:
-            proc: trio.Process = await nursery.start(
-                partial(
-                    trio.run_process,
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    check=False,
-                    deliver_cancel=self._stop,
-                )
-            )
-            self.pid = proc.pid
-            self.starts += 1
-            log.info("mail worker started (pid %d)", proc.pid)
-            task_status.started()
-            assert proc.stdout is not None
-            nursery.start_soon(self._relay, proc.stdout)
-        self.pid = None
-        return proc.returncode if proc.returncode is not None else -1
-
-    async def _stop(self, proc: trio.Process) -> None:
-        proc.terminate()  # Celery: warm shutdown
-        with trio.move_on_after(WORKER_STOP_TIMEOUT):
-            await proc.wait()
-            log.info("mail worker stopped")
-            return
-        log.warning("mail worker did not stop within %.0fs; killing it", WORKER_STOP_TIMEOUT)
-        proc.kill()
-
-    async def _relay(self, stream: trio.abc.ReceiveStream) -> None:
-        """Re-log the worker's output, one line at a time, at its own level."""
-        buffer = bytearray()
-        async for chunk in stream:
-            buffer += chunk
-            *lines, rest = buffer.split(b"\n")
-            if len(rest) > WORKER_MAX_LINE:
-                lines.append(rest[:WORKER_MAX_LINE])
-                rest = bytearray()
-            buffer = bytearray(rest)
-            for raw in lines:
-                self._relay_line(raw.decode(errors="replace").rstrip())
-        if buffer:
-            self._relay_line(buffer.decode(errors="replace").rstrip())
-
-    def _relay_line(self, line: str) -> None:
-        if not line.strip():
-            return
-        m = _CELERY_LINE.match(line)
-        if m is None:
-            # Banner and traceback lines: shown if the worker dies.
-            self._tail.append(line)
-            worker_log.debug("%s", line)
-            return
-        worker_log.log(_LEVELS[m.group(1)], "%s", m.group(2))
-
-
-@dataclass(slots=True)
-class MailService:
-    """The running e-mail side of a server."""
-
-    dispatcher: MailDispatcher
-    worker: EmbeddedWorker | None
-
-    def stop(self) -> None:
-        """Stop handing over mail; call before closing storage."""
-        self.dispatcher.stop()
-
-
-async def start_mail(nursery: trio.Nursery, config: Config, storage: Outbox) -> MailService:
-    """Start the dispatcher (and, for the embedded broker, the worker) in ``nursery``."""
-    dispatcher = MailDispatcher(config, storage)
-    await nursery.start(dispatcher.run)
-    worker: EmbeddedWorker | None = None
-    if config.broker is None and config.worker:
-        worker = EmbeddedWorker(config)
-        await nursery.start(worker.run)
-    elif config.broker is None:
-        log.info("mail: embedded broker without a worker (--no-worker); mail waits in the broker")
-    return MailService(dispatcher, worker)
