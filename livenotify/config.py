@@ -44,6 +44,11 @@ class Limits:
     #: Connections in total and from one IP address.
     max_connections: int = 20_000
     max_connections_per_ip: int = 2_000
+    #: Bytes one connection's outgoing queue may hold (notifications and
+    #: replies, framed), beside ``queue_size`` items: a queue of large replies
+    #: pins memory long before it holds many. 4 MiB keeps a connection that
+    #: never reads at a few MiB; past it the slow-consumer policy applies.
+    max_queue_bytes: int = 4 * 1024 * 1024
     #: Token bucket per connection: sustained messages per second and burst.
     rate_per_second: float = 200.0
     rate_burst: int = 400

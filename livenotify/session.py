@@ -41,6 +41,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .ratelimit import TokenBucket
+from .replies import Replies, unknown_events
 from .storage import StorageBridge, StorageBusy
 from .transports import Transport, TransportClosed
 
@@ -68,7 +69,8 @@ class Session:
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
         "_bucket", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
-        "_probe", "_reader_scope", "_writer_done", "config", "hub", "storage", "sub", "transport",
+        "_probe", "_reader_scope", "_replies", "_writer_done", "config", "hub", "storage", "sub",
+        "transport",
     )  # fmt: skip
 
     def __init__(
@@ -99,6 +101,7 @@ class Session:
         self._writer_done: trio.Event | None = None
         self.sub: Subscriber = hub.attach(transport, self.kill)
         self.sub.outbox.on_queue = self._start_writer
+        self._replies = Replies(self.sub, config.slow_policy, self.kill)
         #: Its place in the heartbeat schedule (transports that answer pings).
         self._probe: Probe | None = None
         if heartbeat is not None and transport.probes:
@@ -136,7 +139,7 @@ class Session:
         log.info("connect %s %s #%d", self.transport.kind, self.transport.peer, sub.id)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self._nursery = self._replies.nursery = nursery
                 if self._killed:
                     nursery.cancel_scope.cancel()  # killed before it ran
                 if self._writer_done is not None:
@@ -178,9 +181,7 @@ class Session:
             known = [e for e in self._initial_events if e not in unknown]
             self.hub.subscribe(self.sub, known)
             if unknown:
-                await self._send(
-                    protocol.Error(protocol.UNKNOWN_EVENT, f"unknown events: {', '.join(unknown)}")
-                )
+                await self._replies.refuse(unknown_events(unknown, self.hub.catalog))
 
     def _start_writer(self) -> None:
         """The outbox got its first item: from now on a writer task drains it."""
@@ -241,19 +242,17 @@ class Session:
         stats = self.hub.stats
         is_tcp = transport.kind == "tcp"
         while True:
+            # The rate limit is backpressure: with the bucket empty the
+            # connection is not read, so flow control slows the sender and
+            # nothing valid is discarded. Every message costs a token,
+            # refused ones too: garbage must not be a way around the limit.
+            await self._bucket.acquire()
             item = await transport.receive()
             if item is None:
+                await self._replies.accepted()
                 return "eof"
             stats.messages_in += 1
             try:
-                # Every message costs a token, refused ones too: garbage must
-                # not be a way around the limit.
-                if not self._bucket.take():
-                    raise ProtocolError(
-                        protocol.RATE_LIMITED,
-                        f"more than {limits.rate_per_second:g} messages per second; "
-                        "message ignored",
-                    )
                 if isinstance(item, ProtocolError):
                     raise item
                 if is_tcp:
@@ -270,8 +269,9 @@ class Session:
                 log.info("recv #%d %s", self.sub.id, type(msg).__name__)
                 if await self._handle(msg):
                     return "exit"
+                await self._replies.accepted()
             except ProtocolError as exc:
-                await self._send(exc.reply())
+                await self._replies.refuse(exc)
 
     # -- messages ------------------------------------------------------------
 
@@ -311,6 +311,8 @@ class Session:
             case Publish(event, fields, token):
                 self._check_token(token)
                 self._check_known([event])
+                # Refusals before it are answered before its notification.
+                await self._replies.accepted()
                 notification_id, delivered = hub.publish(event, fields)
                 await self._send(protocol.Published(event, notification_id, delivered))
             case SeedEvent(event, fields, token):
@@ -318,6 +320,7 @@ class Session:
                 body: dict[str, Any] = {k: v for k, v in fields.items() if k != "type"}
                 if self.config.publish_token is not None:
                     body.pop("token", None)  # never leak the secret to subscribers
+                await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
                 hub.publish(event, body, exclude=sub)
             case Exit():
@@ -357,10 +360,7 @@ class Session:
     def _check_known(self, events: Sequence[str]) -> None:
         unknown = self.hub.unknown(events)
         if unknown:
-            raise ProtocolError(
-                protocol.UNKNOWN_EVENT,
-                f"unknown events: {', '.join(unknown)}; available: {', '.join(self.hub.catalog)}",
-            )
+            raise unknown_events(unknown, self.hub.catalog)
 
     def _check_token(self, token: str | None) -> None:
         expected = self.config.publish_token
@@ -371,13 +371,7 @@ class Session:
 
     async def _send(self, msg: ServerMessage) -> None:
         """Send a reply behind any notifications already queued (order kept)."""
-        payload = Payload(protocol.encode_server(msg))
-        try:
-            # A refused push has written what was held: the reply is last.
-            if not self.sub.push(payload):
-                await self.sub.outbox.put(payload)
-        except trio.ClosedResourceError:
-            pass
+        await self._replies.send(msg)
 
     def _queue_nowait(self, msg: ServerMessage, *, force: bool = False) -> None:
         """Queue without waiting; dropped when the queue is full, unless ``force``."""

@@ -21,6 +21,10 @@ import trio
 
 from ..payload import Payload
 
+#: Bytes a subscriber's queue may hold when no limit is given (see
+#: ``Limits.max_queue_bytes``).
+DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+
 
 class Writer(Protocol):
     """What a subscriber needs of its connection (a transport has it all)."""
@@ -53,15 +57,29 @@ class Outbox:
     direct write takes it all), so the writer task is only started by
     ``on_queue``, with the first item ever queued, and the parking lots are
     only made when somebody waits.
+
+    Bounded twice: ``maxlen`` items and ``max_bytes`` bytes on the wire (a
+    queue of large replies pins memory long before it holds many). One item
+    alone always fits, so a single large message is never refused for its
+    size. Bytes are measured framed (``frame``, cached on the payload), as
+    the writer will send them.
     """
 
     __slots__ = (
-        "_closed", "_items", "_not_empty", "_room", "_tail_first", "busy", "maxlen", "on_queue",
-        "putting",
+        "_bytes", "_closed", "_frame", "_items", "_not_empty", "_room", "_tail_first", "busy",
+        "max_bytes", "maxlen", "on_queue", "putting",
     )  # fmt: skip
 
-    def __init__(self, maxlen: int) -> None:
+    def __init__(
+        self,
+        maxlen: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        frame: Callable[[Payload], bytes] = Payload.line,
+    ) -> None:
         self.maxlen = maxlen
+        self.max_bytes = max_bytes
+        self._frame = frame
+        self._bytes = 0
         self._items: list[Payload | bytes] = []
         self._not_empty: trio.lowlevel.ParkingLot | None = None
         self._room: trio.lowlevel.ParkingLot | None = None
@@ -76,6 +94,21 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes queued, as they will be written."""
+        return self._bytes
+
+    def size_of(self, item: Payload | bytes) -> int:
+        """The bytes ``item`` takes on the wire."""
+        return len(item) if isinstance(item, bytes) else len(self._frame(item))
+
+    def has_room(self, items: int = 1, nbytes: int = 0) -> bool:
+        """Whether ``items`` more items of ``nbytes`` bytes in all fit now."""
+        if len(self._items) + items > self.maxlen:
+            return False
+        return self._bytes + nbytes <= self.max_bytes or (not self._items and items == 1)
 
     @property
     def closed(self) -> bool:
@@ -99,9 +132,11 @@ class Outbox:
         """Queue without waiting; False when full. Raises when closed."""
         if self._closed:
             raise trio.ClosedResourceError
-        if len(self._items) >= self.maxlen:
+        size = self.size_of(item)
+        if not self.has_room(1, size):
             return False
         self._items.append(item)
+        self._bytes += size
         self._queued()
         return True
 
@@ -111,6 +146,7 @@ class Outbox:
         if self._closed:
             raise trio.ClosedResourceError
         self._items.append(rest)
+        self._bytes += len(rest)
         self._tail_first = True
         self._queued()
 
@@ -121,6 +157,7 @@ class Outbox:
         if self._closed:
             raise trio.ClosedResourceError
         self._items.insert(1 if self._tail_first else 0, item)
+        self._bytes += len(item)
         self._queued()
 
     def extend(self, items: list[Payload]) -> None:
@@ -130,6 +167,7 @@ class Outbox:
         if self._closed:
             raise trio.ClosedResourceError
         self._items.extend(items)
+        self._bytes += sum(map(self.size_of, items))
         self._queued()
 
     async def put(self, item: Payload | bytes) -> None:
@@ -137,14 +175,16 @@ class Outbox:
         # While a reply waits here, nothing is held for the coalescer: held
         # deliveries would be written after it, a goodbye included.
         self.putting += 1
+        size = self.size_of(item)
         try:
-            while len(self._items) >= self.maxlen and not self._closed:
+            while not self.has_room(1, size) and not self._closed:
                 if self._room is None:
                     self._room = trio.lowlevel.ParkingLot()
                 await self._room.park()
             if self._closed:
                 raise trio.ClosedResourceError
             self._items.append(item)
+            self._bytes += size
             self._queued()
         finally:
             self.putting -= 1
@@ -161,6 +201,7 @@ class Outbox:
                 self._not_empty = trio.lowlevel.ParkingLot()
             await self._not_empty.park()
         items, self._items = self._items, []
+        self._bytes = 0
         self._tail_first = False
         self.busy = True
         if self._room is not None:
@@ -200,8 +241,10 @@ class Subscriber:
     #: Notifications dropped under the ``drop`` policy and not yet reported.
     dropped: int = 0
     delivered: int = 0
-    #: Deliveries the coalescer holds, oldest first (None: none held).
+    #: Deliveries the coalescer holds, oldest first (None: none held), and
+    #: their bytes on the wire.
     pending: list[Payload] | None = None
+    pending_bytes: int = 0
     coalescer: Coalescer | None = None
 
     @property
@@ -225,8 +268,11 @@ class Subscriber:
         outbox = self.outbox
         pending = self.pending
         if pending is not None:
-            if len(pending) < Coalescer.HOLD_MAX and len(pending) + len(outbox) < outbox.maxlen:
+            size = outbox.size_of(payload)
+            held = len(pending) + 1
+            if held <= Coalescer.HOLD_MAX and outbox.has_room(held, self.pending_bytes + size):
                 pending.append(payload)
+                self.pending_bytes += size
                 return True
             # Holding more would cost memory or the queue limit: write what
             # is held, then this one as if nothing had been held.
@@ -236,6 +282,7 @@ class Subscriber:
             if outbox.closed:
                 raise trio.ClosedResourceError  # ending: nothing more is written
             self.pending = [payload]
+            self.pending_bytes = outbox.size_of(payload)
             coalescer.hold(self)
             return True
         if self._write_now(self.frame(payload)):
@@ -247,6 +294,7 @@ class Subscriber:
         ``send()`` when nothing else is queued; what the kernel does not
         take goes to the writer task. Call before closing the outbox."""
         items, self.pending = self.pending, None
+        self.pending_bytes = 0
         if not items:
             return
         outbox = self.outbox

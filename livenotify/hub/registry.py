@@ -65,8 +65,9 @@ class Hub:
 
     def attach(self, writer: Writer, kill: Callable[[str], None]) -> Subscriber:
         """Register a new connection and give it its queue."""
+        outbox = Outbox(self.config.queue_size, self.config.limits.max_queue_bytes, writer.frame)
         sub = Subscriber(
-            next(self._ids), writer.kind, writer.peer, Outbox(self.config.queue_size),
+            next(self._ids), writer.kind, writer.peer, outbox,
             kill, writer.frame, writer.send_nowait, coalescer=self.coalescer,
         )  # fmt: skip
         self.connections[sub.id] = sub
