@@ -1,7 +1,9 @@
-"""The hub: event -> subscribers (:mod:`.registry`) and each subscriber's
-write path (:mod:`.delivery`). It imports no transport."""
+"""The hub: event -> subscribers (:mod:`.registry`), each subscriber's write
+path (:mod:`.delivery`) and its bounded queue (:mod:`.outbox`). It imports
+no transport."""
 
-from .delivery import Coalescer, Outbox, Subscriber, Writer
+from .delivery import Coalescer, Subscriber, Writer
+from .outbox import Outbox
 from .registry import Hub, HubStats, PublishObserver
 
 __all__ = ["Coalescer", "Hub", "HubStats", "Outbox", "PublishObserver", "Subscriber", "Writer"]

@@ -27,7 +27,8 @@ import trio
 from .. import protocol
 from ..config import Config, SlowPolicy
 from ..payload import Payload
-from .delivery import Coalescer, Outbox, Subscriber, Writer
+from .delivery import Coalescer, Subscriber, Writer
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
