@@ -52,7 +52,11 @@ class TokenBucket:
         self._refill()
         return max(0.0, (1.0 - self._tokens) / self._rate)
 
-    async def acquire(self) -> None:
-        """Spend one token, waiting for the bucket to refill if it is empty."""
+    async def acquire(self) -> bool:
+        """Spend one token, waiting for the bucket to refill if it is empty;
+        True when it had to wait."""
+        waited = False
         while not self.take():
+            waited = True
             await trio.sleep(self.delay())
+        return waited

@@ -246,7 +246,8 @@ class Session:
             # connection is not read, so flow control slows the sender and
             # nothing valid is discarded. Every message costs a token,
             # refused ones too: garbage must not be a way around the limit.
-            await self._bucket.acquire()
+            if await self._bucket.acquire():
+                stats.throttled += 1
             item = await transport.receive()
             if item is None:
                 await self._replies.accepted()
@@ -271,6 +272,7 @@ class Session:
                     return "exit"
                 await self._replies.accepted()
             except ProtocolError as exc:
+                stats.refused += 1
                 await self._replies.refuse(exc)
 
     # -- messages ------------------------------------------------------------

@@ -45,6 +45,10 @@ class HubStats:
     messages_out: int = 0
     published: int = 0
     dropped: int = 0
+    #: Messages refused with an error (one summary error may stand for many).
+    refused: int = 0
+    #: Reads held back by the rate limit until the bucket refilled.
+    throttled: int = 0
     disconnects: Counter[str] = field(default_factory=Counter)
 
 
