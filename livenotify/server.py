@@ -26,6 +26,7 @@ from .listeners import bound_addresses, client_ip, format_address, open_listener
 from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
+from .stats import Snapshot, collect
 from .storage import StorageBridge, StorageBusy
 from .transports import TcpTransport, WsTransport
 
@@ -61,6 +62,11 @@ class Server:
             log.info("shutdown requested: %s", why)
             self._shutdown.set()
 
+    def stats(self) -> Snapshot:
+        """The server's counters now (console ``stats``)."""
+        mail = self.mail.dispatcher if self.mail is not None else None
+        return collect(self.hub, self.storage, mail)
+
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is requested, then drain and return."""
         config = self.config
@@ -86,7 +92,7 @@ class Server:
                 await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
-                    root.start_soon(Console(self).run)
+                    root.start_soon(Console(self.hub, self.stats, self.request_shutdown).run)
                 # WARNING so that scripts waiting for it see it at any log level.
                 log.warning("ready tcp=%d ws=%d", self.tcp_port, self.ws_port)
                 task_status.started(self)
