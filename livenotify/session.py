@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from . import protocol
+from . import protocol, reasons
 from .config import Config
 from .hub import Hub, Subscriber
 from .payload import Payload
@@ -51,14 +51,6 @@ WRITE_CHUNK = 256 * 1024
 
 def _storage_busy() -> ProtocolError:
     return ProtocolError(protocol.STORAGE_BUSY, "storage is busy; try again shortly")
-
-
-_REASON_TEXT = {
-    protocol.SLOW_CONSUMER: "not reading fast enough: the notification queue is full",
-    protocol.IDLE_TIMEOUT: "no answer to the liveness ping",
-    "write_timeout": "a write did not complete in time",
-    protocol.SHUTTING_DOWN: "the server is shutting down",
-}
 
 
 class Session:
@@ -111,12 +103,12 @@ class Session:
     def shutdown(self) -> None:
         """Server shutdown: stop reading, flush what is queued, say goodbye."""
         if self._end_reason is None:
-            self._end_reason = protocol.SHUTTING_DOWN
-        if self.transport.kind == "tcp":
+            self._end_reason = reasons.SHUTTING_DOWN
+        if self.transport.goodbye_message:
             self._report_dropped()
             # Past the queue limit if need be: a full queue (drop policy)
             # still ends with the goodbye.
-            self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN), force=True)
+            self._queue_nowait(protocol.Goodbye(reasons.SHUTTING_DOWN), force=True)
         # Nothing may follow the goodbye; the writer flushes what is queued.
         self.sub.flush_pending()
         self.sub.outbox.close()
@@ -148,15 +140,15 @@ class Session:
                         await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            reason = self._end_reason or "eof"
+            reason = self._end_reason or reasons.EOF
+            why = reasons.lookup(reason)
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:
-                    await self.transport.close(reason, _REASON_TEXT.get(reason, reason))
+                    await self.transport.close(reason, why.text)
                 except Exception as exc:  # the peer may be long gone
                     log.debug("close #%d: %r", sub.id, exc)
-            quiet = reason in ("eof", "exit", protocol.SHUTTING_DOWN)
-            level = logging.INFO if quiet else logging.WARNING
+            level = logging.INFO if why.quiet else logging.WARNING
             log.log(
                 level,
                 "disconnect %s %s #%d reason=%s delivered=%d",
@@ -200,11 +192,11 @@ class Session:
                     chunks.append(frame(Payload(notice)))
                     sub.dropped = 0
                 if not await self._write(chunks):
-                    self.kill("write_timeout")
+                    self.kill(reasons.WRITE_TIMEOUT)
                     return
                 outbox.done()
         except TransportClosed:
-            self.kill("eof")
+            self.kill(reasons.EOF)
         finally:
             self._writer_done.set()
 
@@ -231,11 +223,11 @@ class Session:
     async def _reader(self) -> str:
         transport, limits = self.transport, self.config.limits
         stats = self.hub.stats
-        is_tcp = transport.kind == "tcp"
+        human = transport.human_commands
         while True:
             item = await transport.receive()
             if item is None:
-                return "eof"
+                return reasons.EOF
             stats.messages_in += 1
             try:
                 # Every message costs a token, refused ones too: garbage must
@@ -248,7 +240,7 @@ class Session:
                     )
                 if isinstance(item, ProtocolError):
                     raise item
-                if is_tcp:
+                if human:
                     stripped = item.strip()
                     if not stripped:
                         continue  # a bare Enter from `nc`
@@ -261,7 +253,7 @@ class Session:
                     msg = protocol.decode_client(item, self.hub.catalog, limits)
                 log.info("recv #%d %s", self.sub.id, type(msg).__name__)
                 if await self._handle(msg):
-                    return "exit"
+                    return reasons.EXIT
             except ProtocolError as exc:
                 await self._send(exc.reply())
 
@@ -313,9 +305,9 @@ class Session:
                 # Seed form relays to the *other* clients, as the seed server did.
                 hub.publish(event, body, exclude=sub)
             case Exit():
-                if self.transport.kind == "tcp":
+                if self.transport.goodbye_message:
                     self._report_dropped()
-                    await self._send(protocol.Goodbye("exit"))
+                    await self._send(protocol.Goodbye(reasons.EXIT))
                 return True
         return False
 
