@@ -5,7 +5,8 @@ Commands: ``send <event> <message>``, ``clients``, ``stats``, ``events``,
 per connection); logs stay on stderr. End of stdin ends the console, not the
 server. stdin is read and stdout written in worker threads: a blocking read
 or a full pipe never touches the Trio thread, and unlike an ``FdStream`` this
-leaves the terminal's file flags alone.
+leaves the terminal's file flags alone. When stdin is a terminal, a
+``livenotify> `` prompt precedes each command.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from .stats import Snapshot
 
 log = logging.getLogger(__name__)
+
+#: Shown before each command when stdin is a terminal (not to a pipe, where
+#: it would only clutter what a script reads).
+PROMPT = "livenotify> "
 
 HELP = """\
 commands:
@@ -56,6 +61,7 @@ class Console:
         self._shutdown = shutdown
         self._in = stdin or sys.stdin
         self._out = out or sys.stdout
+        self._prompt = _is_terminal(self._in)
         #: Replies of the command being run, written by the console's thread.
         self._pending: list[str] = []
 
@@ -63,6 +69,9 @@ class Console:
         self._pending.append(text)
 
     def _readline(self) -> str:
+        if self._prompt:
+            self._out.write(PROMPT)
+            self._out.flush()
         # Bytes, decoded leniently: a stray non-UTF-8 byte must not end the
         # console (or, in a strict locale, the server).
         buffer = getattr(self._in, "buffer", None)
@@ -125,3 +134,10 @@ class Console:
             return
         notification_id, delivered = hub.publish(event, {"message": message.strip()})
         self._print(f"sent {event} id={notification_id} delivered={delivered}")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed or detached
+        return False

@@ -251,7 +251,7 @@ class Session:
                         msg = protocol.decode_command(stripped, limits)
                 else:
                     msg = protocol.decode_client(item, self.hub.catalog, limits)
-                log.info("recv #%d %s", self.sub.id, type(msg).__name__)
+                log.debug("recv #%d %s", self.sub.id, type(msg).__name__)
                 if await self._handle(msg):
                     return reasons.EXIT
             except ProtocolError as exc:
