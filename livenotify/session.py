@@ -28,6 +28,7 @@ from .protocol import (
     ClientMessage,
     EventsRequest,
     Exit,
+    HelpRequest,
     Ping,
     Pong,
     ProtocolError,
@@ -304,6 +305,8 @@ class Session:
                     body.pop("token", None)  # never leak the secret to subscribers
                 # Seed form relays to the *other* clients, as the seed server did.
                 hub.publish(event, body, exclude=sub)
+            case HelpRequest():
+                await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
             case Exit():
                 if self.transport.goodbye_message:
                     self._report_dropped()

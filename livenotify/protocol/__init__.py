@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from .client import (
     ALL_EVENTS,
+    COMMAND_USAGE,
     RESERVED_TYPES,
     ClientMessage,
     EventsRequest,
     Exit,
+    HelpRequest,
     Ping,
     Pong,
     Publish,
@@ -76,6 +78,7 @@ from .server import (
     Dropped,
     EventsList,
     Goodbye,
+    HelpReply,
     Notification,
     PongReply,
     Published,
@@ -96,6 +99,7 @@ from .server import (
 __all__ = [
     "ALL_EVENTS",
     "BINARY_FRAME",
+    "COMMAND_USAGE",
     "ERROR_CODES",
     "FORBIDDEN",
     "IDLE_TIMEOUT",
@@ -125,6 +129,8 @@ __all__ = [
     "EventsRequest",
     "Exit",
     "Goodbye",
+    "HelpReply",
+    "HelpRequest",
     "Line",
     "LineDecoder",
     "Notification",

@@ -4,8 +4,12 @@ command lines, and the checks on event names and e-mail addresses."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.utils import parseaddr
 from typing import Any, Final
 
 from ..config import Limits
@@ -98,9 +102,14 @@ class Exit:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class HelpRequest:
+    """``help``, a human TCP command: answered with the list of commands."""
+
+
 ClientMessage = (
     Register | Subscribe | Unsubscribe | EventsRequest | SubscriptionsRequest | Ping | Pong
-    | Publish | SeedEvent | Exit
+    | Publish | SeedEvent | Exit | HelpRequest
 )  # fmt: skip
 
 
@@ -123,7 +132,7 @@ def check_event_name(name: object, limits: Limits, *, allow_all: bool = True) ->
 #: could not be told apart from them in seed form.
 RESERVED_TYPES: Final = _CONTROL_TYPES | frozenset(
     {"welcome", "registered", "subscribed", "unsubscribed", "published", "dropped",
-     "goodbye", "error"}
+     "goodbye", "error", "help"}
 )  # fmt: skip
 
 
@@ -143,9 +152,34 @@ def check_email(email: object, limits: Limits) -> str:
         raise ProtocolError(
             INVALID_EMAIL, f"email longer than {limits.max_email_length} characters"
         )
-    if not _EMAIL.fullmatch(email):
+    if not _EMAIL.fullmatch(email) or not _is_bare_addr_spec(email):
         raise ProtocolError(INVALID_EMAIL, f"not an e-mail address: {email[:64]!r}")
     return email
+
+
+def _is_bare_addr_spec(email: str) -> bool:
+    """True if ``email`` is one plain ``local@domain`` and nothing else.
+
+    The address ends up in mail headers and operators' logs: no control
+    character (C0, C1), no invisible format character (Unicode ``Cf``: bidi
+    overrides, zero-width joiners) that would make it read as another, and
+    no display name, angle brackets, comment, group or second address that
+    a mail library would pick apart (``Evil <e@x.com>``, ``<e@x.com>``).
+    """
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in email):
+        return False
+    # parseaddr gives back exactly what it was given only for a bare address.
+    if parseaddr(email) != ("", email):
+        return False
+    # headerregistry checks the RFC 5322 addr-spec grammar (dots, quoting,
+    # specials). It flags a non-ASCII local part (RFC 6531 allows it), so
+    # non-ASCII characters stand in as ASCII letters for that check.
+    ascii_form = "".join(c if c < "\x80" else "x" for c in email)
+    try:
+        Address(addr_spec=ascii_form)
+    except (ValueError, HeaderParseError, IndexError):
+        return False
+    return True
 
 
 def _event_list(value: object, limits: Limits) -> tuple[str, ...]:
@@ -207,7 +241,14 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
 
 
 _COMMANDS: Final = ("register", "subscribe", "unsubscribe", "events", "subscriptions", "ping",
-                    "exit")  # fmt: skip
+                    "help", "exit")  # fmt: skip
+
+#: What ``help`` answers: each human command with its arguments. JSON objects
+#: (``{"type":"subscribe",...}``) work too; see docs/protocol.md.
+COMMAND_USAGE: Final = (
+    "register <email>", "subscribe <event>...", "unsubscribe <event>...", "events",
+    "subscriptions", "ping", "help", "exit",
+)  # fmt: skip
 
 
 def decode_command(line: str, limits: Limits) -> ClientMessage:
@@ -237,6 +278,7 @@ def decode_command(line: str, limits: Limits) -> ClientMessage:
         "pong": Pong(),
         "exit": Exit(),
         "quit": Exit(),
+        "help": HelpRequest(),
     }
     try:
         return simple[verb]

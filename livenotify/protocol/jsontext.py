@@ -76,6 +76,16 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _too_large(text: str, limit: int) -> bool:
     # The limit is in UTF-8 bytes; encoding is only needed when the
     # character count alone cannot decide (a character is at most 4 bytes).
@@ -86,8 +96,13 @@ def _too_large(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-def load_object(text: str, limits: Limits) -> dict[str, Any]:
-    """Parse one JSON object within the limits, or raise ProtocolError."""
+def load_object(text: str, limits: Limits, *, escaped_nul: bool = False) -> dict[str, Any]:
+    """Parse one JSON object within the limits, or raise ProtocolError.
+
+    A ``\\u0000`` escape is refused like a raw NUL (``nul_byte``) unless
+    ``escaped_nul`` is set: a client reading the server's messages takes
+    whatever valid JSON it is sent.
+    """
     if _too_large(text, limits.max_message_bytes):
         raise ProtocolError(
             MESSAGE_TOO_LARGE, f"message longer than {limits.max_message_bytes} bytes"
@@ -101,6 +116,9 @@ def load_object(text: str, limits: Limits) -> dict[str, Any]:
         raise ProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "expected a JSON object")
+    if not escaped_nul and "\\u0000" in text and _has_nul(obj):
+        # The same refusal as a raw NUL: a "\u0000" escape is one in disguise.
+        raise ProtocolError(NUL_BYTE, "NUL characters are not allowed (\\u0000 escape)")
     if "\\u" in text and _has_lone_surrogate(obj):
         raise ProtocolError(
             INVALID_UTF8, "a \\u escape encodes a lone surrogate, which is not Unicode text"

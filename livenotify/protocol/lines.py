@@ -37,7 +37,7 @@ class LineDecoder:
         while True:
             nl = self._buf.find(b"\n", self._scan_from)
             if nl < 0:
-                if len(self._buf) > self._max:
+                if self._over_limit(self._buf):
                     if self._skipping:
                         self._buf.clear()
                         self._scan_from = 0
@@ -55,13 +55,19 @@ class LineDecoder:
                 # The tail of a line already reported as too long.
                 self._skipping = False
                 continue
-            if len(raw) > self._max:
-                return ProtocolError(MESSAGE_TOO_LARGE, f"line longer than {self._max} bytes")
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
+            if len(raw) > self._max:
+                return ProtocolError(MESSAGE_TOO_LARGE, f"line longer than {self._max} bytes")
             if b"\x00" in raw:
                 return ProtocolError(NUL_BYTE, "NUL bytes are not allowed")
             try:
                 return Line(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 return ProtocolError(INVALID_UTF8, "line is not valid UTF-8")
+
+    def _over_limit(self, partial: bytearray) -> bool:
+        # An unfinished line may hold one byte more than the limit if that
+        # byte is the "\r" of a CRLF ending: the limit is on the line's text.
+        extra = len(partial) - self._max
+        return extra > 1 or (extra == 1 and not partial.endswith(b"\r"))

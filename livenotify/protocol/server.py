@@ -52,6 +52,13 @@ class PongReply:
 
 
 @dataclass(frozen=True, slots=True)
+class HelpReply:
+    """The answer to ``help``: the human commands with their arguments."""
+
+    commands: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerPing:
     """The server's liveness probe on TCP; answer with ``{"type":"pong"}``."""
 
@@ -85,7 +92,7 @@ class Notification:
 
 ServerMessage = (
     Welcome | Registered | Subscribed | Unsubscribed | EventsList | Subscriptions | PongReply
-    | ServerPing | Published | Dropped | Goodbye | Error | Notification
+    | ServerPing | Published | Dropped | Goodbye | Error | HelpReply | Notification
 )  # fmt: skip
 
 
@@ -123,6 +130,8 @@ def encode_server(msg: ServerMessage) -> str:
             return encode({"type": "goodbye", "reason": reason})
         case Error(code, message):
             return encode({"type": "error", "code": code, "message": message})
+        case HelpReply(commands):
+            return encode({"type": "help", "commands": list(commands)})
         case Notification(event, fields):
             return encode({**fields, "type": event})
     raise TypeError(f"not a server message: {msg!r}")  # pragma: no cover
@@ -151,7 +160,7 @@ def _int(obj: Mapping[str, Any], key: str) -> int:
 
 def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     """Decode one server message (for clients). Unknown types are notifications."""
-    obj = load_object(text, limits or Limits())
+    obj = load_object(text, limits or Limits(), escaped_nul=True)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(INVALID_MESSAGE, 'a message needs a string "type"')
@@ -179,6 +188,8 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
         return Goodbye(_str(obj, "reason"))
     if kind == "error":
         return Error(_str(obj, "code"), _str(obj, "message"))
+    if kind == "help":
+        return HelpReply(_str_tuple(obj, "commands"))
     return Notification(kind, {k: v for k, v in obj.items() if k != "type"})
 
 
