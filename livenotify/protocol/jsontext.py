@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Limits
@@ -60,30 +61,29 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _has_lone_surrogate(value: object) -> bool:
+def _any_string(value: object, test: Callable[[str], bool]) -> bool:
+    """Whether ``test`` holds for a string (key or value) anywhere in ``value``."""
+    if isinstance(value, str):
+        return test(value)
+    if isinstance(value, dict):
+        return any(test(k) or _any_string(v, test) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_any_string(v, test) for v in value)
+    return False
+
+
+def _lone_surrogate(text: str) -> bool:
     # json.loads turns a "\ud800" escape into a lone surrogate, which no
     # UTF-8 encoder accepts: relaying it would fail in every subscriber's writer.
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
     return False
 
 
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _nul(text: str) -> bool:
+    return "\x00" in text
 
 
 def _too_large(text: str, limit: int) -> bool:
@@ -116,10 +116,10 @@ def load_object(text: str, limits: Limits, *, escaped_nul: bool = False) -> dict
         raise ProtocolError(INVALID_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "expected a JSON object")
-    if not escaped_nul and "\\u0000" in text and _has_nul(obj):
+    if not escaped_nul and "\\u0000" in text and _any_string(obj, _nul):
         # The same refusal as a raw NUL: a "\u0000" escape is one in disguise.
         raise ProtocolError(NUL_BYTE, "NUL characters are not allowed (\\u0000 escape)")
-    if "\\u" in text and _has_lone_surrogate(obj):
+    if "\\u" in text and _any_string(obj, _lone_surrogate):
         raise ProtocolError(
             INVALID_UTF8, "a \\u escape encodes a lone surrogate, which is not Unicode text"
         )
