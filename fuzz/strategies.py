@@ -18,7 +18,7 @@ CATALOG = ("a", "b", "furniture_created")
 #: decode as that message instead (see test_server_roundtrip).
 SERVER_TYPES = frozenset(
     {"welcome", "registered", "subscribed", "unsubscribed", "events", "subscriptions", "pong",
-     "ping", "published", "dropped", "goodbye", "error"}
+     "ping", "published", "dropped", "goodbye", "error", "help"}
 )  # fmt: skip
 CLIENT_TYPES = ("register", "subscribe", "unsubscribe", "events", "subscriptions", "ping",
                 "pong", "publish", "exit")  # fmt: skip
@@ -234,6 +234,7 @@ server_messages: st.SearchStrategy[protocol.ServerMessage] = st.one_of(
     st.builds(protocol.Published, safe_text, safe_text, json_ints),
     st.builds(protocol.Dropped, json_ints),
     st.builds(protocol.Goodbye, safe_text),
+    st.builds(protocol.HelpReply, str_tuples),
     st.builds(protocol.Error, st.sampled_from(sorted(protocol.ERROR_CODES)), safe_text),
     st.builds(
         protocol.Notification,

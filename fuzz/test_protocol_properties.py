@@ -8,8 +8,10 @@ boundary. Failures hypothesis has found are pinned as ``@example``s.
 
 from __future__ import annotations
 
+import email.utils as email_utils
 import json
 import re
+import unicodedata
 from typing import Any
 
 import pytest
@@ -37,12 +39,13 @@ from livenotify.protocol import ERROR_CODES, LineDecoder, ProtocolError
 CLIENT_MESSAGES = (
     protocol.Register, protocol.Subscribe, protocol.Unsubscribe, protocol.EventsRequest,
     protocol.SubscriptionsRequest, protocol.Ping, protocol.Pong, protocol.Publish,
-    protocol.SeedEvent, protocol.Exit,
+    protocol.SeedEvent, protocol.Exit, protocol.HelpRequest,
 )  # fmt: skip
 SERVER_MESSAGES = (
     protocol.Welcome, protocol.Registered, protocol.Subscribed, protocol.Unsubscribed,
     protocol.EventsList, protocol.Subscriptions, protocol.PongReply, protocol.ServerPing,
-    protocol.Published, protocol.Dropped, protocol.Goodbye, protocol.Error, protocol.Notification,
+    protocol.Published, protocol.Dropped, protocol.Goodbye, protocol.Error, protocol.HelpReply,
+    protocol.Notification,
 )  # fmt: skip
 EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 DEFAULT = Limits()
@@ -156,10 +159,11 @@ def reference_lines(data: bytes, max_bytes: int) -> list[tuple[str, str]]:
     *complete, tail = data.split(b"\n")
     out: list[tuple[str, str]] = []
     for raw in complete:
+        # The limit is on the line's text: a CRLF's "\r" does not count.
+        raw = raw.removesuffix(b"\r")
         if len(raw) > max_bytes:
             out.append(("error", protocol.MESSAGE_TOO_LARGE))
             continue
-        raw = raw.removesuffix(b"\r")
         if b"\x00" in raw:
             out.append(("error", protocol.NUL_BYTE))
             continue
@@ -167,8 +171,9 @@ def reference_lines(data: bytes, max_bytes: int) -> list[tuple[str, str]]:
             out.append(("line", raw.decode("utf-8")))
         except UnicodeDecodeError:
             out.append(("error", protocol.INVALID_UTF8))
-    # An unfinished line is reported as soon as it is known to be too long.
-    if len(tail) > max_bytes:
+    # An unfinished line is reported as soon as it is known to be too long
+    # (one byte over may still be the "\r" of a CRLF).
+    if len(tail.removesuffix(b"\r")) > max_bytes or len(tail) > max_bytes + 1:
         out.append(("error", protocol.MESSAGE_TOO_LARGE))
     return out
 
@@ -179,8 +184,8 @@ def feed(chunks: list[bytes], max_bytes: int) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for chunk in chunks:
         decoder.receive_data(chunk)
-        # The bound the issue sets: the limit plus the chunk just received.
-        assert len(decoder._buf) <= max_bytes + len(chunk)
+        # The bound the issue sets: the limit (and a CR) plus the chunk just received.
+        assert len(decoder._buf) <= max_bytes + 1 + len(chunk)
         while (item := decoder.next_line()) is not None:
             if isinstance(item, ProtocolError):
                 assert_stable(item)
@@ -191,7 +196,7 @@ def feed(chunks: list[bytes], max_bytes: int) -> list[tuple[str, str]]:
                 assert len(item.text.encode("utf-8")) <= max_bytes
                 out.append(("line", item.text))
         # Between reads the decoder holds at most one unfinished line.
-        assert len(decoder._buf) <= max_bytes
+        assert len(decoder._buf) <= max_bytes + 1
     return out
 
 
@@ -200,7 +205,9 @@ def feed(chunks: list[bytes], max_bytes: int) -> list[tuple[str, str]]:
     max_bytes=st.sampled_from([1, 2, 8, 30, 100, 64 * 1024]),
     cuts=st.lists(st.integers(0, 10_000), max_size=12),
 )
-@example(data=b"xx\r\n", max_bytes=2, cuts=[])  # CR counts toward the limit
+@example(data=b"xx\r\n", max_bytes=2, cuts=[])  # a CRLF's CR does not count
+@example(data=b"xxx\r\n", max_bytes=2, cuts=[3])  # ... but the text beyond it does
+@example(data=b"xx\r\r\n", max_bytes=2, cuts=[1, 2, 3, 4])  # only one CR is the ending
 @example(data=b"xxx", max_bytes=2, cuts=[1, 2])  # unfinished over-long line
 @example(data=b"xxx\nab\n", max_bytes=2, cuts=[3])  # skip only the long line's tail
 def test_line_decoder_whole_or_split(data: bytes, max_bytes: int, cuts: list[int]) -> None:
@@ -394,9 +401,14 @@ def test_email_shape(email: str) -> None:
     try:
         msg = protocol.decode_client(json.dumps({"type": "register", "email": email}), (), DEFAULT)
     except ProtocolError as exc:
-        assert exc.code == protocol.INVALID_EMAIL
+        # A NUL, even as a \u0000 escape, is refused before the address is read.
+        expected = protocol.NUL_BYTE if "\x00" in email else protocol.INVALID_EMAIL
+        assert exc.code == expected
     else:
         assert_message_within_limits(msg, DEFAULT)
+        # An accepted address is one bare addr-spec with nothing invisible in it.
+        assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in email)
+        assert email_utils.parseaddr(email) == ("", email)
 
 
 @given(
@@ -415,7 +427,9 @@ def test_event_name_limit(name: str, max_name: int, kind: str) -> None:
     try:
         msg = protocol.decode_client(json.dumps(obj), (), lim)
     except ProtocolError as exc:
-        assert exc.code == protocol.INVALID_EVENT and not valid, (name, exc)
+        # A NUL, even as a \u0000 escape, is refused before the name is read.
+        expected = protocol.NUL_BYTE if "\x00" in name else protocol.INVALID_EVENT
+        assert exc.code == expected and not valid, (name, exc)
     else:
         assert valid
         assert msg in (protocol.Subscribe((name,)), protocol.Publish(name, {"data": {}}))

@@ -5,13 +5,15 @@ Commands: ``send <event> <message>``, ``clients``, ``stats``, ``events``,
 per connection); logs stay on stderr. End of stdin ends the console, not the
 server. stdin is read and stdout written in worker threads: a blocking read
 or a full pipe never touches the Trio thread, and unlike an ``FdStream`` this
-leaves the terminal's file flags alone.
+leaves the terminal's file flags alone. When stdin is a terminal, a
+``livenotify> `` prompt precedes each command.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
 import trio
@@ -19,9 +21,14 @@ import trio
 from . import protocol
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .hub import Hub
+    from .stats import Snapshot
 
 log = logging.getLogger(__name__)
+
+#: Shown before each command when stdin is a terminal (not to a pipe, where
+#: it would only clutter what a script reads).
+PROMPT = "livenotify> "
 
 HELP = """\
 commands:
@@ -34,12 +41,27 @@ commands:
 
 
 class Console:
-    """Reads admin commands from a text stream and acts on the server."""
+    """Reads admin commands from a text stream and acts on the server.
 
-    def __init__(self, server: Server, stdin: TextIO | None = None, out: TextIO | None = None):
-        self.server = server
+    It is handed what it acts on, not the server: the ``hub`` (clients,
+    events, ``send``), a ``stats`` callable returning one counters snapshot,
+    and a ``shutdown`` callable taking the reason to log.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        stats: Callable[[], Snapshot],
+        shutdown: Callable[[str], None],
+        stdin: TextIO | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.hub = hub
+        self._stats = stats
+        self._shutdown = shutdown
         self._in = stdin or sys.stdin
         self._out = out or sys.stdout
+        self._prompt = _is_terminal(self._in)
         #: Replies of the command being run, written by the console's thread.
         self._pending: list[str] = []
 
@@ -47,6 +69,9 @@ class Console:
         self._pending.append(text)
 
     def _readline(self) -> str:
+        if self._prompt:
+            self._out.write(PROMPT)
+            self._out.flush()
         # Bytes, decoded leniently: a stray non-UTF-8 byte must not end the
         # console (or, in a strict locale, the server).
         buffer = getattr(self._in, "buffer", None)
@@ -83,16 +108,16 @@ class Console:
             self._send(rest.strip())
         elif verb == "exit":
             self._print("shutting down")
-            self.server.request_shutdown("console exit")
+            self._shutdown("console exit")
         elif verb == "clients":
-            subs = list(self.server.hub.connections.values())
+            subs = list(self.hub.connections.values())
             for sub in subs:
                 self._print(sub.describe())
             self._print(f"{len(subs)} connection(s)")
         elif verb == "stats":
-            self._print(self.stats_line())
+            self._print(self._stats().line())
         elif verb == "events":
-            self._print(" ".join(self.server.hub.catalog))
+            self._print(" ".join(self.hub.catalog))
         elif verb == "help":
             self._print(HELP)
         else:
@@ -103,36 +128,16 @@ class Console:
         if not event or not message.strip():
             self._print("usage: send <event> <message>")
             return
-        hub = self.server.hub
+        hub = self.hub
         if not hub.is_known(event) or event == protocol.ALL_EVENTS:
             self._print(f"unknown event {event!r}; events: {' '.join(hub.catalog)}")
             return
         notification_id, delivered = hub.publish(event, {"message": message.strip()})
         self._print(f"sent {event} id={notification_id} delivered={delivered}")
 
-    def stats_line(self) -> str:
-        """One line of counters, ``key=value`` separated by spaces."""
-        server = self.server
-        hub, stats = server.hub, server.hub.stats
-        parts: dict[str, object] = {
-            "connections": len(hub.connections),
-            "subscribers": hub.subscription_count,
-            "connections_total": stats.connections_total,
-            "messages_in": stats.messages_in,
-            "messages_out": stats.messages_out,
-            "published": stats.published,
-            "dropped": stats.dropped,
-        }
-        if server.storage is not None:
-            parts.update({f"storage_{k}": v for k, v in server.storage.stats().items()})
-        if server.mail is not None:
-            mail = server.mail.dispatcher
-            parts.update(
-                {
-                    "mail_queued": mail.queued,
-                    "mail_failed_handoffs": mail.failed_attempts,
-                    "mail_broker": "down" if mail.broker_down else "up",
-                }
-            )
-        disconnects = ",".join(f"{k}:{v}" for k, v in sorted(stats.disconnects.items()))
-        return " ".join(f"{k}={v}" for k, v in parts.items()) + f" disconnects={disconnects or '-'}"
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed or detached
+        return False

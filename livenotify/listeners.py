@@ -106,3 +106,22 @@ def client_ip(host: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return host
+
+
+#: Hosts that mean "every interface": the start-up line shows ``localhost``.
+_WILDCARDS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
+
+
+def ready_line(host: str, ws_port: int, tcp_port: int, *, console: bool) -> str:
+    """The start-up line operators (and scripts) wait for::
+
+        ready — ws://localhost:8765  tcp localhost:8888  (type help for commands)
+
+    ``localhost`` for a wildcard host, else the host, bracketed if IPv6.
+    Scripts parse it with ``ready — ws://\\S+:(\\d+)\\s+tcp \\S+:(\\d+)``.
+    """
+    name = "localhost" if host in _WILDCARDS else host.strip("[]")
+    if ":" in name:
+        name = f"[{name}]"
+    hint = "  (type help for commands)" if console else ""
+    return f"ready — ws://{name}:{ws_port}  tcp {name}:{tcp_port}{hint}"

@@ -1,10 +1,11 @@
 """``serve()``: the root nursery that owns every task of a running server.
 
 Start-up order: storage first (a bad database stops us before we listen),
-then e-mail, then the listeners; ``ready tcp=<port> ws=<port>`` is logged
-once every socket is accepting. Shutdown (``exit``, SIGINT, SIGTERM) stops
-accepting, asks every session to flush and say goodbye, gives them the grace
-period, flushes storage, and then cancels the root nursery.
+then e-mail, then the listeners; ``ready — ws://host:port  tcp host:port`` is
+logged (on :data:`READY_LOG`) once every socket is accepting. Shutdown
+(``exit``, SIGINT, SIGTERM) stops accepting, asks every session to flush
+and say goodbye, gives them the grace period, flushes storage, and then
+cancels the root nursery.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ from .admission import Admission
 from .config import Config
 from .console import Console
 from .hub import Hub
-from .listeners import bound_addresses, client_ip, format_address, open_listeners
+from .listeners import bound_addresses, client_ip, format_address, open_listeners, ready_line
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
+from .stats import Snapshot, collect
 from .storage import StorageBridge, StorageBusy
 from .transports import TcpTransport, WsTransport
 
 log = logging.getLogger(__name__)
+#: The start-up line's logger. Scripts wait for that line at any
+#: ``--log-level``: its INFO record passes this logger's own level and goes to
+#: the root handlers whatever the root level (unless configured otherwise).
+READY_LOG = logging.getLogger("livenotify.ready")
+if READY_LOG.level == logging.NOTSET:
+    READY_LOG.setLevel(logging.INFO)
 
 #: WebSocket messages trio-websocket may read ahead of the session (its
 #: default is 1). At most this many times ``--max-message-bytes`` per
@@ -64,6 +72,11 @@ class Server:
             log.info("shutdown requested: %s", why)
             self._shutdown.set()
 
+    def stats(self) -> Snapshot:
+        """The server's counters now (console ``stats``)."""
+        mail = self.mail.dispatcher if self.mail is not None else None
+        return collect(self.hub, self.storage, mail)
+
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is requested, then drain and return."""
         config = self.config
@@ -89,9 +102,9 @@ class Server:
                 await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
-                    root.start_soon(Console(self).run)
-                # WARNING so that scripts waiting for it see it at any log level.
-                log.warning("ready tcp=%d ws=%d", self.tcp_port, self.ws_port)
+                    root.start_soon(Console(self.hub, self.stats, self.request_shutdown).run)
+                ready = ready_line(config.host, self.ws_port, self.tcp_port, console=self._console)
+                READY_LOG.info("%s", ready)
                 task_status.started(self)
                 await self._shutdown.wait()
                 await self._drain(connections)

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from . import protocol
+from . import protocol, reasons
 from .config import Config
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
@@ -29,6 +29,7 @@ from .protocol import (
     ClientMessage,
     EventsRequest,
     Exit,
+    HelpRequest,
     Ping,
     Pong,
     ProtocolError,
@@ -53,14 +54,6 @@ WRITE_CHUNK = 256 * 1024
 
 def _storage_busy() -> ProtocolError:
     return ProtocolError(protocol.STORAGE_BUSY, "storage is busy; try again shortly")
-
-
-_REASON_TEXT = {
-    protocol.SLOW_CONSUMER: "not reading fast enough: the notification queue is full",
-    protocol.IDLE_TIMEOUT: "no answer to the liveness ping",
-    "write_timeout": "a write did not complete in time",
-    protocol.SHUTTING_DOWN: "the server is shutting down",
-}
 
 
 class Session:
@@ -120,12 +113,12 @@ class Session:
     def shutdown(self) -> None:
         """Server shutdown: stop reading, flush what is queued, say goodbye."""
         if self._end_reason is None:
-            self._end_reason = protocol.SHUTTING_DOWN
-        if self.transport.kind == "tcp":
+            self._end_reason = reasons.SHUTTING_DOWN
+        if self.transport.goodbye_message:
             self._report_dropped()
             # Past the queue limit if need be: a full queue (drop policy)
             # still ends with the goodbye.
-            self._queue_nowait(protocol.Goodbye(protocol.SHUTTING_DOWN), force=True)
+            self._queue_nowait(protocol.Goodbye(reasons.SHUTTING_DOWN), force=True)
         # Nothing may follow the goodbye; the writer flushes what is queued.
         self.sub.flush_pending()
         self.sub.outbox.close()
@@ -157,17 +150,17 @@ class Session:
                         await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            reason = self._end_reason or "eof"
+            reason = self._end_reason or reasons.EOF
+            why = reasons.lookup(reason)
             if self._probe is not None:
                 Heartbeat.unwatch(self._probe)
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:
-                    await self.transport.close(reason, _REASON_TEXT.get(reason, reason))
+                    await self.transport.close(reason, why.text)
                 except Exception as exc:  # the peer may be long gone
                     log.debug("close #%d: %r", sub.id, exc)
-            quiet = reason in ("eof", "exit", protocol.SHUTTING_DOWN)
-            level = logging.INFO if quiet else logging.WARNING
+            level = logging.INFO if why.quiet else logging.WARNING
             log.log(
                 level,
                 "disconnect %s %s #%d reason=%s delivered=%d",
@@ -209,11 +202,11 @@ class Session:
                     chunks.append(frame(Payload(notice)))
                     sub.dropped = 0
                 if not await self._write(chunks):
-                    self.kill("write_timeout")
+                    self.kill(reasons.WRITE_TIMEOUT)
                     return
                 outbox.done()
         except TransportClosed:
-            self.kill("eof")
+            self.kill(reasons.EOF)
         finally:
             self._writer_done.set()
 
@@ -240,7 +233,7 @@ class Session:
     async def _reader(self) -> str:
         transport, limits = self.transport, self.config.limits
         stats = self.hub.stats
-        is_tcp = transport.kind == "tcp"
+        human = transport.human_commands
         while True:
             # The rate limit is backpressure: with the bucket empty the
             # connection is not read, so flow control slows the sender and
@@ -251,12 +244,12 @@ class Session:
             item = await transport.receive()
             if item is None:
                 await self._replies.accepted()
-                return "eof"
+                return reasons.EOF
             stats.messages_in += 1
             try:
                 if isinstance(item, ProtocolError):
                     raise item
-                if is_tcp:
+                if human:
                     stripped = item.strip()
                     if not stripped:
                         continue  # a bare Enter from `nc`
@@ -267,9 +260,9 @@ class Session:
                         msg = protocol.decode_command(stripped, limits)
                 else:
                     msg = protocol.decode_client(item, self.hub.catalog, limits)
-                log.info("recv #%d %s", self.sub.id, type(msg).__name__)
+                log.debug("recv #%d %s", self.sub.id, type(msg).__name__)
                 if await self._handle(msg):
-                    return "exit"
+                    return reasons.EXIT
                 await self._replies.accepted()
             except ProtocolError as exc:
                 stats.refused += 1
@@ -325,10 +318,12 @@ class Session:
                 await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
                 hub.publish(event, body, exclude=sub)
+            case HelpRequest():
+                await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
             case Exit():
-                if self.transport.kind == "tcp":
+                if self.transport.goodbye_message:
                     self._report_dropped()
-                    await self._send(protocol.Goodbye("exit"))
+                    await self._send(protocol.Goodbye(reasons.EXIT))
                 return True
         return False
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = re.compile(r"ready tcp=(\d+) ws=(\d+)")
+#: The server's start-up line: ``ready — ws://HOST:WS_PORT  tcp HOST:TCP_PORT``.
+READY = re.compile(r"ready — ws://\S+:(\d+)\s+tcp \S+:(\d+)")
 #: Generous liveness bound for start-up: a cold interpreter plus the
 #: storage writer process on a loaded 2-core machine.
 START_TIMEOUT = 30.0
@@ -183,7 +184,7 @@ def running_server(
     server = ServerProcess(proc)
     try:
         m = server.wait_log(READY.pattern, START_TIMEOUT)
-        server.tcp_port, server.ws_port = int(m.group(1)), int(m.group(2))
+        server.ws_port, server.tcp_port = int(m.group(1)), int(m.group(2))
         yield server
     finally:
         if proc.poll() is None:

@@ -550,11 +550,12 @@ def read_lines(sock: socket.socket) -> Iterator[bytes]:
 
 def test_slow_consumer_is_disconnected() -> None:
     args = ("--events", ",".join(CATALOG), "--no-worker", "--rate-limit", "0",
-            "--queue-size", "8")  # fmt: skip
+            "--queue-size", "8", "--log-level", "debug")  # fmt: skip
     with running_server(*args) as srv:
         mark = srv.mark()
         slow = slow_reader(srv.tcp_port)
-        srv.wait_log(r"recv #\d+ Subscribe", start=mark)  # it never reads the reply
+        # Per-message lines are DEBUG. The slow reader never reads the reply.
+        srv.wait_log(r"recv #\d+ Subscribe", start=mark)
         watchers = watch(srv)
         with tcp_client(srv.tcp_port) as pub:
             seq = publish_until_missed(pub, watchers)
@@ -574,7 +575,7 @@ def test_slow_consumer_is_disconnected() -> None:
 
 def test_slow_consumer_drop_policy() -> None:
     args = ("--events", ",".join(CATALOG), "--no-worker", "--rate-limit", "0",
-            "--queue-size", "8", "--slow-policy", "drop")  # fmt: skip
+            "--queue-size", "8", "--slow-policy", "drop", "--log-level", "debug")  # fmt: skip
     with running_server(*args) as srv:
         mark = srv.mark()
         slow = slow_reader(srv.tcp_port)

@@ -28,6 +28,12 @@ class Transport(Protocol):
     #: Whether the hub's heartbeat pings this connection (WebSocket: yes;
     #: TCP peers are often ``nc``, which cannot answer).
     probes: bool
+    #: Whether a message that is not JSON is read as a human command line
+    #: (``subscribe a b``): TCP, typed into ``nc``; WebSocket is JSON only.
+    human_commands: bool
+    #: Whether the end of the connection is announced with an in-band
+    #: ``goodbye`` message (TCP); WebSocket says why in its close frame.
+    goodbye_message: bool
 
     async def receive(self) -> str | ProtocolError | None:
         """The next text message, a framing error, or None once the peer closed."""

@@ -6,7 +6,7 @@ import socket
 
 import trio
 
-from .. import protocol
+from .. import protocol, reasons
 from ..payload import Payload
 from ..protocol import LineDecoder, ProtocolError
 from .base import PongWaiter, TransportClosed
@@ -53,6 +53,7 @@ class TcpTransport:
     # Dead peers are found by TCP keepalive (set on the listening socket)
     # and stuck readers by the write deadline instead.
     probes = False
+    human_commands = goodbye_message = True
 
     def __init__(self, stream: trio.SocketStream, peer: str, max_line_bytes: int) -> None:
         self._stream = stream
@@ -99,7 +100,7 @@ class TcpTransport:
         return None
 
     async def close(self, reason: str, message: str) -> None:
-        if not self.dirty and reason not in ("eof", "exit", protocol.SHUTTING_DOWN):
+        if not self.dirty and not reasons.lookup(reason).quiet:
             line = Payload(protocol.encode_server(protocol.Error(reason, message))).line()
             with trio.move_on_after(CLOSE_WRITE_TIMEOUT):
                 try:

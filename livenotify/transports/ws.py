@@ -148,6 +148,7 @@ class WsTransport:
     __slots__ = ("_lock", "_raw", "_ws", "dirty", "peer")
     kind = "ws"
     probes = True
+    human_commands = goodbye_message = False
 
     def __init__(self, ws: WebSocketConnection, peer: str) -> None:
         self._ws = ws

@@ -1,0 +1,212 @@
+"""Server messages: what the server sends, their wire text
+(:func:`encode_server`) and its reading back (:func:`decode_server`, for
+clients), plus the notification object and its timestamp."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import Limits
+from .errors import INVALID_MESSAGE, Error, ProtocolError
+from .jsontext import load_object
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    email: str
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsList:
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriptions:
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PongReply:
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
+class HelpReply:
+    """The answer to ``help``: the human commands with their arguments."""
+
+    commands: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPing:
+    """The server's liveness probe on TCP; answer with ``{"type":"pong"}``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    event: str
+    id: str
+    delivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Sent under the ``drop`` slow-consumer policy once the queue has room."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """``{"type": EV, ...}``: every field as published, plus ``id``/``timestamp``."""
+
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+ServerMessage = (
+    Welcome | Registered | Subscribed | Unsubscribed | EventsList | Subscriptions | PongReply
+    | ServerPing | Published | Dropped | Goodbye | Error | HelpReply | Notification
+)  # fmt: skip
+
+
+def encode(obj: Mapping[str, Any]) -> str:
+    """Compact JSON, UTF-8 kept as is: one line, no trailing newline."""
+    # ensure_ascii=False keeps payloads readable and short; json.dumps still
+    # escapes control characters, so the result never contains a newline.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_server(msg: ServerMessage) -> str:
+    """The wire text of a server message."""
+    match msg:
+        case Welcome(events):
+            return encode({"type": "welcome", "events": list(events)})
+        case Registered(email, events):
+            return encode({"type": "registered", "email": email, "events": list(events)})
+        case Subscribed(events):
+            return encode({"type": "subscribed", "events": list(events)})
+        case Unsubscribed(events):
+            return encode({"type": "unsubscribed", "events": list(events)})
+        case EventsList(events):
+            return encode({"type": "events", "events": list(events)})
+        case Subscriptions(events):
+            return encode({"type": "subscriptions", "events": list(events)})
+        case PongReply(ts):
+            return encode({"type": "pong", "timestamp": ts})
+        case ServerPing():
+            return encode({"type": "ping"})
+        case Published(event, id_, delivered):
+            return encode({"type": "published", "event": event, "id": id_, "delivered": delivered})
+        case Dropped(count):
+            return encode({"type": "dropped", "count": count})
+        case Goodbye(reason):
+            return encode({"type": "goodbye", "reason": reason})
+        case Error(code, message):
+            return encode({"type": "error", "code": code, "message": message})
+        case HelpReply(commands):
+            return encode({"type": "help", "commands": list(commands)})
+        case Notification(event, fields):
+            return encode({**fields, "type": event})
+    raise TypeError(f"not a server message: {msg!r}")  # pragma: no cover
+
+
+def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(INVALID_MESSAGE, f'"{key}" must be a list of strings')
+    return tuple(value)
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(INVALID_MESSAGE, f'"{key}" must be a string')
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(INVALID_MESSAGE, f'"{key}" must be an integer')
+    return value
+
+
+def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
+    """Decode one server message (for clients). Unknown types are notifications."""
+    obj = load_object(text, limits or Limits(), escaped_nul=True)
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(INVALID_MESSAGE, 'a message needs a string "type"')
+    if kind == "welcome":
+        return Welcome(_str_tuple(obj, "events"))
+    if kind == "registered":
+        return Registered(_str(obj, "email"), _str_tuple(obj, "events"))
+    if kind == "subscribed":
+        return Subscribed(_str_tuple(obj, "events"))
+    if kind == "unsubscribed":
+        return Unsubscribed(_str_tuple(obj, "events"))
+    if kind == "events":
+        return EventsList(_str_tuple(obj, "events"))
+    if kind == "subscriptions":
+        return Subscriptions(_str_tuple(obj, "events"))
+    if kind == "pong":
+        return PongReply(_str(obj, "timestamp"))
+    if kind == "ping":
+        return ServerPing()
+    if kind == "published":
+        return Published(_str(obj, "event"), _str(obj, "id"), _int(obj, "delivered"))
+    if kind == "dropped":
+        return Dropped(_int(obj, "count"))
+    if kind == "goodbye":
+        return Goodbye(_str(obj, "reason"))
+    if kind == "error":
+        return Error(_str(obj, "code"), _str(obj, "message"))
+    if kind == "help":
+        return HelpReply(_str_tuple(obj, "commands"))
+    return Notification(kind, {k: v for k, v in obj.items() if k != "type"})
+
+
+def timestamp(now: datetime | None = None) -> str:
+    """UTC ISO-8601 with milliseconds and ``Z``: ``2024-01-15T14:30:00.000Z``."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def notification(
+    event: str, fields: Mapping[str, Any], notification_id: str, ts: str
+) -> dict[str, Any]:
+    """The object subscribers receive: the fields unchanged, ``type`` first,
+    ``id`` and ``timestamp`` added unless the publisher already set them."""
+    obj: dict[str, Any] = {"type": event}
+    obj.update(fields)
+    obj["type"] = event
+    obj.setdefault("id", notification_id)
+    obj.setdefault("timestamp", ts)
+    return obj

@@ -1,0 +1,1 @@
+"""Tests of the terminal client and the Publisher."""

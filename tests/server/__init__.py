@@ -1,0 +1,1 @@
+"""Tests of livenotify.server, the console and stats."""

@@ -1,0 +1,1 @@
+"""Tests of storage (livenotify.storage and storage_proc)."""

@@ -1,0 +1,1 @@
+"""Tests of the transports and WebSocket/TCP liveness."""
