@@ -32,7 +32,9 @@ def check_data_dir(path: str) -> None:
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SettingError(f"--data-dir {path}: cannot create it: {exc.strerror or exc}") from None
+        raise SettingError(
+            f"--data-dir {path}: cannot create it in {p.absolute().parent}: {exc.strerror or exc}"
+        ) from None
     why = _probe(p)
     if why is not None:
         raise SettingError(f"--data-dir {path}: cannot create files in it: {why}")
