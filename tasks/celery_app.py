@@ -81,6 +81,19 @@ def broker_settings(broker: str | None, data_dir: str | os.PathLike[str]) -> dic
     return {"broker_url": broker, "broker_transport_options": options}
 
 
+def describe_broker(broker: str | None, data_dir: str | os.PathLike[str]) -> str:
+    """The broker for the start-up log line, its password masked.
+
+    A worker started in another folder without ``LIVENOTIFY_BROKER`` uses
+    another embedded broker; saying which one makes that visible.
+    """
+    if broker is None:
+        return f"embedded in {embedded_broker_dir(data_dir)} (LIVENOTIFY_BROKER unset)"
+    from livenotify.settings import mask_url
+
+    return mask_url(broker)
+
+
 def create_app(broker: str | None, data_dir: str | os.PathLike[str]) -> Celery:
     """A Celery app for ``broker`` (``None``: embedded under ``data_dir``)."""
     app = Celery("livenotify", set_as_current=False)
