@@ -44,9 +44,9 @@ def _build() -> None:
         import logging
 
         logging.getLogger("tasks").info(
-            "mail worker ready: broker %s; %s",
-            describe_broker(settings.broker, settings.data_dir),
+            "mail worker ready: %s; broker %s",
             mailer.describe(),
+            describe_broker(settings.broker, settings.data_dir),
         )
         watch_parent_from_env()
 

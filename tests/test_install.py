@@ -90,7 +90,7 @@ def test_redis_worker_starts_from_another_folder(venv: Path, tmp_path: Path) -> 
     )  # fmt: skip
     try:
         log = LogLines(worker.stdout)
-        line = log.wait(r"mail worker ready: broker (\S+);", WORKER_START_TIMEOUT)
+        line = log.wait(r"mail worker ready: .*; broker (\S+)$", WORKER_START_TIMEOUT)
         assert line.group(1) == MAIL_REDIS_URL
         log.wait(r"\bready\.$", WORKER_START_TIMEOUT)
     finally:
