@@ -178,7 +178,7 @@ class Config:
     #: Seconds ``exit``/SIGTERM waits for clients and storage to drain.
     grace_period: float = setting(5.0, "seconds to drain on shutdown", lo=0, hi=3600)
     log_level: str = setting(
-        "INFO", "DEBUG, INFO, WARNING or ERROR", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "INFO", "least severe level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     log_format: LogFormat = setting(LogFormat.TEXT, "text, or json: one object per line")
     limits: Limits = field(default_factory=Limits)

@@ -367,3 +367,32 @@ def describe(config: Config, origins: Mapping[str, str]) -> list[str]:
 def names(all_specs: Sequence[Spec] | None = None) -> list[str]:
     """Every flag, for tests and documentation."""
     return [s.flag for s in (all_specs or specs())]
+
+
+def _range_text(spec: Spec) -> str:
+    if _ranged(spec):
+        return f"{_fmt(spec.meta.lo)}..{_fmt(spec.meta.hi)}"
+    if spec.enum is not None:
+        return " / ".join(f"`{m.value}`" for m in spec.enum)
+    if spec.meta.choices is not None:
+        return " / ".join(f"`{c}`" for c in spec.meta.choices)
+    return ""
+
+
+def markdown_table() -> str:
+    """The README's table of settings (``python -m livenotify.settings``)."""
+    rows = [
+        "| flag | environment | file key | default | range | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in specs():
+        default = "" if spec.is_switch else f"`{_show_default(spec)}`"
+        rows.append(
+            f"| `{spec.flag}` | `{spec.env}` | `{spec.key}` | {default} | {_range_text(spec)} "
+            f"| {spec.meta.help} |"
+        )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -198,3 +198,13 @@ def test_config_file_starts_a_server(tmp_path: Path) -> None:
 def test_load_rejects_bad_values_in_process() -> None:
     with pytest.raises(SettingError, match=r"^--queue-size: 0 is out of range"):
         parse(["--queue-size", "0"])
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    begin = readme.index("<!-- settings:begin")
+    start = readme.index("\n", begin) + 1
+    end = readme.index("<!-- settings:end -->")
+    assert readme[start:end].strip() == settings.markdown_table(), (
+        "README's settings table is stale: regenerate it with python -m livenotify.settings"
+    )
