@@ -152,7 +152,7 @@ class Config:
     )
     #: WebSocket: seconds between liveness pings; a ping unanswered for as
     #: long again closes the connection. TCP: the keepalive idle time.
-    idle_timeout: float = setting(60.0, "seconds between liveness probes", lo=1, hi=MAX_SECONDS)
+    idle_timeout: float = setting(60.0, "seconds between liveness probes", lo=0.1, hi=MAX_SECONDS)
     #: Seconds a client has to finish the WebSocket opening handshake.
     handshake_timeout: float = setting(
         10.0, "WebSocket handshake deadline in seconds", lo=0.1, hi=3600

@@ -42,7 +42,7 @@ BAD_FLAGS = [
     (["--port", "http"], "--port: 'http' is not an integer"),
     (["--log-level", "foo"], "--log-level: 'foo' is not one of DEBUG, INFO, WARNING, ERROR"),
     (["--log-format", "xml"], "--log-format: 'xml' is not one of text, json"),
-    (["--idle-timeout", "-5"], "--idle-timeout: -5 is out of range 1..86400"),
+    (["--idle-timeout", "-5"], "--idle-timeout: -5 is out of range 0.1..86400"),
     (["--idle-timeout", "nan"], "--idle-timeout: 'nan' is not a finite number"),
     (["--queue-size", "0"], "--queue-size: 0 is out of range 1..10000000"),
     (["--slow-policy", "ignore"], "--slow-policy: 'ignore' is not one of disconnect, drop"),
@@ -68,7 +68,7 @@ BAD_FILE = [
     ("portt = 1\n", "unknown key 'portt'"),
     ("events = [1, 2]\n", "events: [1, 2] is not a list of strings"),
     ("no_worker = 1\n", "no_worker: 1 is not true or false"),
-    ("idle_timeout = -5\n", "idle_timeout: -5 is out of range 1..86400"),
+    ("idle_timeout = -5\n", "idle_timeout: -5 is out of range 0.1..86400"),
     ("port = \n", "Invalid value"),
 ]
 
