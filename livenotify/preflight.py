@@ -7,7 +7,6 @@ refused up front instead of surfacing later as a crash-looping worker.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -41,18 +40,14 @@ def check_data_dir(path: str) -> None:
 
 
 def check_db(path: str) -> None:
-    """``--db`` names a file we could create or open, in an existing directory."""
+    """``--db`` in an existing directory where we cannot create files.
+
+    The storage process explains every other problem with the file itself;
+    this case it would describe as a missing directory (``/proc/x.db``).
+    """
     p = Path(path)
-    if p.is_dir():
-        raise SettingError(f"--db {path}: is a directory")
     parent = p.absolute().parent
-    if not parent.exists():
-        raise SettingError(f"--db {path}: directory {parent} does not exist")
-    if not parent.is_dir():
-        raise SettingError(f"--db {path}: {parent} is not a directory")
-    if p.exists():
-        if not os.access(p, os.R_OK | os.W_OK):
-            raise SettingError(f"--db {path}: the file is not readable and writable")
+    if p.exists() or not parent.is_dir():
         return
     why = _probe(parent)
     if why is not None:

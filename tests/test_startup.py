@@ -25,8 +25,6 @@ def serve(tmp_path: Path, *args: str) -> list[str]:
         ("--data-dir", "FILE", "exists and is not a directory"),
         ("--data-dir", "/proc/x", "--data-dir /proc/x: cannot create it in /proc"),
         ("--db", "/proc/x.db", "--db /proc/x.db: cannot create files in /proc"),
-        ("--db", "/nonexistent-dir/x.db", "directory /nonexistent-dir does not exist"),
-        ("--db", "DIR", "is a directory"),
     ],
 )
 def test_bad_paths_refused_up_front(tmp_path: Path, flag: str, value: str, expected: str) -> None:
