@@ -1,17 +1,93 @@
-"""One typed configuration object, passed explicitly into every constructor.
+"""Every setting of ``livenotify serve``, declared once.
 
-Every limit lives here as a named setting with a default that is safe for a
-public port; ``livenotify serve`` exposes each one as a flag and as a
-``LIVENOTIFY_<NAME>`` environment variable (see :mod:`livenotify.cli`).
+Each field of :class:`Config` (and of the nested :class:`Limits`) is one
+setting. Its declaration is all there is: :mod:`livenotify.settings` derives
+from it the command-line flag, the ``LIVENOTIFY_<NAME>`` environment
+variable, the key of the ``--config`` TOML file, the parser, the range
+check, ``--help`` and ``--print-config``.
+
+Adding a setting is one field declaration::
+
+    #: Notifications kept per event for replay.
+    history_size: int = setting(1000, "notifications kept per event", lo=0)
+
+which gives ``--history-size``, ``LIVENOTIFY_HISTORY_SIZE`` and
+``history_size = ...`` in the file. The type comes from the annotation
+(``int``, ``float``, ``str``, ``str | None``, ``bool``, ``tuple[str, ...]``
+or a ``StrEnum``); a numeric setting must give its range (``lo``/``hi``,
+inclusive). Optional: ``flag=`` when the flag is not the field name,
+``choices=``, ``check=`` (a function that returns the normalised value or
+raises ``ValueError`` with a reason), ``invert=True`` for a ``--no-x``
+switch that sets the field to False, ``secret=True`` to mask the value in
+``--print-config``. A field declared with ``field(metadata={"setting":
+False})`` is not a setting.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 #: The catalog of the WebSocket seed document.
 DEFAULT_EVENTS: tuple[str, ...] = ("furniture_created", "furniture_updated", "furniture_deleted")
+
+#: Highest TCP port; 0 asks the system for a free one.
+MAX_PORT = 65535
+#: Longest timeout we accept, in seconds (one day): anything longer is a typo.
+MAX_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one field is exposed; see the module docstring."""
+
+    help: str
+    flag: str | None = None
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], Any] | None = None
+    invert: bool = False
+    secret: bool = False
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    check: Callable[[Any], Any] | None = None,
+    invert: bool = False,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field that is a setting (see the module docstring)."""
+    meta = Setting(help, flag, lo, hi, choices, check, invert, secret)
+    return field(default=default, metadata={"setting": meta})
+
+
+def _catalog(names: tuple[str, ...]) -> tuple[str, ...]:
+    # Imported here: protocol imports this module for Limits.
+    from .protocol import ProtocolError, check_catalog_name
+
+    if not names:
+        raise ValueError("empty event list")
+    for name in names:
+        try:
+            check_catalog_name(name, Limits())
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+    return names
+
+
+def _host(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty host")
+    return text.strip()
 
 
 class SlowPolicy(StrEnum):
@@ -24,65 +100,90 @@ class SlowPolicy(StrEnum):
     DROP = "drop"
 
 
+class LogFormat(StrEnum):
+    """How log lines are written to stderr."""
+
+    #: ``time LEVEL logger: message``.
+    TEXT = "text"
+    #: One JSON object per line (see :mod:`livenotify.logs`).
+    JSON = "json"
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Protocol and resource limits; each one answered with an error code."""
 
     #: A TCP line or WebSocket text frame. 64 KiB fits any realistic
     #: notification while bounding what one client can make us buffer.
-    max_message_bytes: int = 64 * 1024
+    max_message_bytes: int = setting(64 * 1024, "largest line or frame", lo=256, hi=16 << 20)
     #: Nesting depth of a JSON object; deep nesting costs recursion, not data.
-    max_json_depth: int = 32
+    max_json_depth: int = setting(32, "deepest JSON nesting", lo=2, hi=256)
     #: Event names in one subscribe/unsubscribe message.
-    max_events_per_message: int = 100
+    max_events_per_message: int = setting(100, "events in one message", lo=1, hi=100_000)
     #: Subscriptions one connection may hold.
-    max_subscriptions: int = 1000
+    max_subscriptions: int = setting(1000, "subscriptions per connection", lo=1, hi=1_000_000)
     #: Length of an event name.
-    max_event_name: int = 128
+    max_event_name: int = setting(128, "longest event name", lo=1, hi=1024)
     #: RFC 5321 caps an address at 254 octets.
-    max_email_length: int = 254
+    max_email_length: int = setting(254, "longest e-mail address", lo=6, hi=254)
     #: Connections in total and from one IP address.
-    max_connections: int = 20_000
-    max_connections_per_ip: int = 2_000
+    max_connections: int = setting(20_000, "connections in total", lo=1, hi=10_000_000)
+    max_connections_per_ip: int = setting(2_000, "connections per IP", lo=1, hi=10_000_000)
     #: Bytes one connection's outgoing queue may hold (notifications and
     #: replies, framed), beside ``queue_size`` items: a queue of large replies
     #: pins memory long before it holds many. 4 MiB keeps a connection that
     #: never reads at a few MiB; past it the slow-consumer policy applies.
-    max_queue_bytes: int = 4 * 1024 * 1024
+    max_queue_bytes: int = setting(4 << 20, "bytes queued per connection", lo=4096, hi=1 << 30)
     #: Token bucket per connection: sustained messages per second and burst.
-    rate_per_second: float = 200.0
-    rate_burst: int = 400
+    rate_per_second: float = setting(
+        200.0, "messages/s per connection (0: off)", flag="--rate-limit", lo=0, hi=1e9
+    )
+    rate_burst: int = setting(400, "burst allowance of the rate limit", lo=1, hi=1_000_000_000)
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything ``livenotify serve`` can be told."""
 
-    host: str = "::"
-    port: int = 8888
-    ws_port: int = 8765
-    db: str = "subscriptions.db"
+    host: str = setting("::", "address to listen on; '::' is dual-stack IPv6+IPv4", check=_host)
+    port: int = setting(8888, "TCP port", lo=0, hi=MAX_PORT)
+    ws_port: int = setting(8765, "WebSocket port", lo=0, hi=MAX_PORT)
+    db: str = setting("subscriptions.db", "SQLite database of subscriptions")
     #: Where the embedded broker, the mail outbox (.eml files) and other
     #: runtime files live.
-    data_dir: str = "livenotify-data"
-    events: tuple[str, ...] = DEFAULT_EVENTS
+    data_dir: str = setting("livenotify-data", "folder for the embedded broker and the mail outbox")
+    events: tuple[str, ...] = setting(
+        DEFAULT_EVENTS, "comma-separated event catalog", check=_catalog
+    )
     #: WebSocket: seconds between liveness pings; a ping unanswered for as
     #: long again closes the connection. TCP: the keepalive idle time.
-    idle_timeout: float = 60.0
+    idle_timeout: float = setting(60.0, "seconds between liveness probes", lo=0.1, hi=MAX_SECONDS)
     #: Seconds a client has to finish the WebSocket opening handshake.
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = setting(
+        10.0, "WebSocket handshake deadline in seconds", lo=0.1, hi=3600
+    )
     #: Seconds a single write to a client may take before the connection is
     #: considered stuck and dropped.
-    write_timeout: float = 10.0
+    write_timeout: float = setting(10.0, "seconds a write to a client may take", lo=0.1, hi=3600)
     #: Per-subscriber queue of pending notifications.
-    queue_size: int = 1024
-    slow_policy: SlowPolicy = SlowPolicy.DISCONNECT
+    queue_size: int = setting(1024, "notifications queued per subscriber", lo=1, hi=10_000_000)
+    slow_policy: SlowPolicy = setting(SlowPolicy.DISCONNECT, "full queue: disconnect or drop")
     #: Celery broker URL; ``None`` means the embedded filesystem broker.
-    broker: str | None = None
+    broker: str | None = setting(
+        None, "Celery broker URL (embedded filesystem broker if unset)", secret=True
+    )
     #: Start the e-mail worker ourselves when the broker is embedded.
-    worker: bool = True
-    publish_token: str | None = None
+    worker: bool = setting(
+        True,
+        "do not start the e-mail worker for the embedded broker",
+        flag="--no-worker",
+        invert=True,
+    )
+    publish_token: str | None = setting(None, "token required to publish", secret=True)
     #: Seconds ``exit``/SIGTERM waits for clients and storage to drain.
-    grace_period: float = 5.0
-    log_level: str = "INFO"
+    grace_period: float = setting(5.0, "seconds to drain on shutdown", lo=0, hi=3600)
+    log_level: str = setting(
+        "INFO", "least severe level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    log_format: LogFormat = setting(LogFormat.TEXT, "text, or json: one object per line")
     limits: Limits = field(default_factory=Limits)

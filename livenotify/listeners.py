@@ -43,6 +43,11 @@ async def _bind(
             sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         await sock.bind(address)
         sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        # Name the address: "Address already in use" alone does not say which.
+        where = format_address(address)
+        raise OSError(exc.errno, f"{where}: {exc.strerror or exc}") from exc
     except BaseException:
         sock.close()
         raise
@@ -60,9 +65,12 @@ async def open_listeners(host: str, port: int, keepalive_idle: float) -> list[tr
             return [await _bind(_socket.AF_INET, (str(ip), port), keepalive_idle)]
         dual = ip == ipaddress.IPv6Address("::")
         return [await _bind(_socket.AF_INET6, (str(ip), port), keepalive_idle, dual_stack=dual)]
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
-    )
+    try:
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
+        )
+    except _socket.gaierror as exc:
+        raise OSError(exc.errno, f"host {host!r}: {exc.strerror or exc}") from exc
     listeners: list[trio.SocketListener] = []
     seen: set[tuple[int, str]] = set()
     try:

@@ -6,7 +6,10 @@ connection::
     from livenotify import Publisher
 
     publisher = Publisher("localhost", 8888)
-    publisher.publish("furniture_created", {"furniture_id": "42", "nombre": "Mesa"})
+    publisher.publish("furniture_created", furniture={"id": "42", "nombre": "Mesa"})
+
+Subscribers receive the keyword arguments as the notification's top-level
+fields, exactly as a seed-form producer sends them.
 
 Each call waits for the server's ``published`` acknowledgement, so a
 returned call means the server accepted the notification. A broken
@@ -58,13 +61,23 @@ class Publisher:
         self._file: Any = None
         self._lock = threading.Lock()
 
-    def publish(self, event: str, data: Any = None, *, message: str | None = None) -> Published:
-        """Publish ``event`` with ``data`` and/or a text ``message``; return the ack.
+    def publish(
+        self, event: str, data: Any = None, /, *, message: str | None = None, **fields: Any
+    ) -> Published:
+        """Publish ``event``; return the server's acknowledgement.
+
+        Subscribers receive ``fields`` at the top level of the notification,
+        as a seed-form producer sends them: ``publish("furniture_created",
+        furniture={...})`` reaches them as ``msg.furniture``. ``data`` and
+        ``message`` are sent as fields of those names, for callers that ask
+        for them.
 
         Raises :class:`PublishError` when the server refuses it (``forbidden``,
         ``unknown_event``...) or cannot be reached.
         """
         obj: dict[str, Any] = {"type": "publish", "event": event}
+        if fields:
+            obj["fields"] = fields
         if data is not None:
             obj["data"] = data
         if message is not None:
@@ -79,7 +92,11 @@ class Publisher:
                 except (OSError, EOFError) as exc:
                     self._close()
                     if attempt == 2:
-                        raise PublishError("unreachable", str(exc) or type(exc).__name__) from exc
+                        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                        where = f"[{self.host}]" if ":" in self.host else self.host
+                        raise PublishError(
+                            "unreachable", f"cannot reach {where}:{self.port}: {why}"
+                        ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect(self) -> None:
@@ -138,12 +155,12 @@ class Publisher:
         self.close()
 
 
-def parse_message(text: str) -> tuple[Any, str | None]:
-    """CLI helper: a JSON object becomes ``data``, anything else ``message``."""
+def parse_message(text: str) -> tuple[dict[str, Any], str | None]:
+    """CLI helper: a JSON object's keys become fields; other text is ``message``."""
     try:
         value = json.loads(text)
     except ValueError:
-        return None, text
+        return {}, text
     if isinstance(value, dict):
         return value, None
-    return None, text
+    return {}, text

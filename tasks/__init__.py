@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .celery_app import QUEUE, SEND_MAIL, create_app
+from .celery_app import QUEUE, SEND_MAIL, create_app, describe_broker
 
 if TYPE_CHECKING:
     from celery import Celery, Task
@@ -43,7 +43,11 @@ def _build() -> None:
     def _announce(**_: Any) -> None:
         import logging
 
-        logging.getLogger("tasks").info("mail worker ready: %s", mailer.describe())
+        logging.getLogger("tasks").info(
+            "mail worker ready: %s; broker %s",
+            mailer.describe(),
+            describe_broker(settings.broker, settings.data_dir),
+        )
         watch_parent_from_env()
 
     globals().update(app=app, send_mail=send_mail, mailer=mailer, settings=settings)

@@ -49,6 +49,11 @@ def embedded_broker_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir).absolute() / "broker"
 
 
+#: kombu's Redis transport, surviving a Redis restart (:mod:`tasks.redisbroker`);
+#: named, not imported, so that the server does not load kombu's Redis code.
+REDIS_TRANSPORT = "tasks.redisbroker:Transport"
+
+
 def is_redis(broker: str | None) -> bool:
     """True for ``redis://``, ``rediss://`` and ``redis+socket://`` URLs."""
     return broker is not None and broker.split("://", 1)[0] in (
@@ -78,7 +83,25 @@ def broker_settings(broker: str | None, data_dir: str | os.PathLike[str]) -> dic
             "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
             "visibility_timeout": REDIS_VISIBILITY_TIMEOUT,
         }
-    return {"broker_url": broker, "broker_transport_options": options}
+    settings: dict[str, Any] = {"broker_url": broker, "broker_transport_options": options}
+    if broker.split("://", 1)[0] == "redis":
+        # Survives a Redis restart (see tasks.redisbroker). Not for
+        # rediss:// (kombu derives TLS from the scheme name) nor sockets.
+        settings["broker_transport"] = REDIS_TRANSPORT
+    return settings
+
+
+def describe_broker(broker: str | None, data_dir: str | os.PathLike[str]) -> str:
+    """The broker for the start-up log line, its password masked.
+
+    A worker started in another folder without ``LIVENOTIFY_BROKER`` uses
+    another embedded broker; saying which one makes that visible.
+    """
+    if broker is None:
+        return f"embedded in {embedded_broker_dir(data_dir)} (LIVENOTIFY_BROKER unset)"
+    from livenotify.settings import mask_url
+
+    return mask_url(broker)
 
 
 def create_app(broker: str | None, data_dir: str | os.PathLike[str]) -> Celery:

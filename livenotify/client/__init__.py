@@ -48,7 +48,8 @@ the e-mail unless --email is given); replies and notifications go to stdout,
 one per line. Exit status: 0 normal, 1 server unreachable, or lost or a
 command refused in a pipe, 2 bad arguments, 130 SIGINT, 143 SIGTERM.
 
-example: printf 'subscribe news\\n' | livenotify client --email me@example.com --json --stay"""
+example:
+  printf 'subscribe furniture_created\\n' | livenotify client --email me@ex.org --json --stay"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

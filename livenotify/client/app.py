@@ -271,7 +271,9 @@ class Client:
 
     async def _execute(self, command: Command) -> None:
         if command.verb == "help":
-            self.ui.show(HELP)
+            # An example from this server's catalog, so that it works as typed.
+            example = f"\nexample: subscribe {self.catalog[0]}" if self.catalog else ""
+            self.ui.show(HELP + example)
             return
         obj: dict[str, Any]
         if command.verb in ("subscribe", "unsubscribe"):

@@ -77,10 +77,11 @@ class Pong:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """``{"type":"publish","event":EV,"data":...,"message":"..."}``.
+    """``{"type":"publish","event":EV,"fields":{...},"data":...,"message":"..."}``.
 
-    ``fields`` holds whichever of ``data`` and ``message`` were given; they are
-    what subscribers receive besides ``type``, ``id`` and ``timestamp``.
+    ``fields`` holds the keys of the ``fields`` object and whichever of
+    ``data`` and ``message`` were given; they are what subscribers receive,
+    at the top level, besides ``type``, ``id`` and ``timestamp``.
     """
 
     event: str
@@ -195,6 +196,17 @@ def _event_list(value: object, limits: Limits) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_event_name(v, limits) for v in value))
 
 
+def _publish_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    # "fields" are published at the top level, as the seed form would;
+    # "data" and "message" are fields of their own, as in v1.
+    extra = obj.get("fields", {})
+    if not isinstance(extra, dict):
+        raise ProtocolError(INVALID_MESSAGE, '"fields" must be an object')
+    fields = {k: v for k, v in extra.items() if k not in ("type", "token")}
+    fields.update((k, obj[k]) for k in ("data", "message") if k in obj)
+    return fields
+
+
 def _token(obj: Mapping[str, Any]) -> str | None:
     token = obj.get("token")
     if token is not None and not isinstance(token, str):
@@ -234,7 +246,7 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
         return Exit()
     # publish
     event = check_event_name(obj.get("event"), limits, allow_all=False)
-    fields: dict[str, Any] = {k: obj[k] for k in ("data", "message") if k in obj}
+    fields = _publish_fields(obj)
     if "message" in fields and not isinstance(fields["message"], str):
         raise ProtocolError(INVALID_MESSAGE, '"message" must be a string')
     return Publish(event, fields, _token(obj))

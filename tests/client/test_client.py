@@ -356,3 +356,23 @@ def test_server_that_hangs_up_at_once_is_one_reconnecting_line() -> None:
                 assert text.count("reconnecting...") == 1, text
                 c.sendline("exit")
                 c.expect(pexpect.EOF)
+
+
+def test_help_examples_work_on_the_default_catalog() -> None:
+    """Issue 12.7: the examples in the help subscribe to events that exist."""
+    from livenotify.client import EPILOG
+    from livenotify.config import DEFAULT_EVENTS
+
+    [example] = re.findall(r"subscribe (\S+?)\\n", EPILOG)
+    assert example in DEFAULT_EVENTS
+    with running_server("--no-worker") as srv:
+        c = pipe_client("--port", str(srv.tcp_port), "--email", "gu@ex.org", "--stay")
+        c.expect("registered as gu@ex.org")
+        c.sendline("help")
+        c.expect(r"example: subscribe (\S+)")
+        event = c.match.group(1)
+        assert event in DEFAULT_EVENTS
+        c.sendline(f"subscribe {event}")
+        c.expect(f"subscribed to: {event}")
+        c.kill(signal.SIGINT)
+        assert finish(c) == 130

@@ -71,7 +71,9 @@ def test_publish_command() -> None:
             )
             assert out.returncode == 0, out.stderr
             assert "published furniture_deleted" in out.stdout and "delivered=1" in out.stdout
-            assert c.recv()["data"] == {"furniture_id": "42"}
+            # Seed form: the object's keys are the notification's fields.
+            got = c.recv()
+            assert got["furniture_id"] == "42" and "data" not in got
             out = subprocess.run([*base, "adiós"], capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             assert c.recv()["message"] == "adiós"
@@ -81,3 +83,41 @@ def test_publish_command() -> None:
         )  # fmt: skip
         assert bad.returncode == 1 and "unreachable" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_one_shape_for_one_event() -> None:
+    """Publisher fields, a CLI object and the seed form all arrive at the top level."""
+    furniture = {"id": "42", "nombre": "Mesa"}
+    with running_server() as srv, subscriber(srv.tcp_port, "furniture_created") as c:
+        with Publisher("127.0.0.1", srv.tcp_port) as pub:
+            assert pub.publish("furniture_created", furniture=furniture).delivered == 1
+            got = c.recv()
+            assert got["type"] == "furniture_created" and got["furniture"] == furniture
+            assert "data" not in got and "fields" not in got
+            pub.publish("furniture_created", {"n": 1})  # explicit data stays data
+            assert c.recv()["data"] == {"n": 1}
+            pub.publish("furniture_created", message="hola", furniture=furniture)
+            got = c.recv()
+            assert (got["message"], got["furniture"]) == ("hola", furniture)
+        seed = LineClient("127.0.0.1", srv.tcp_port)
+        seed.recv()
+        seed.send({"type": "furniture_created", "furniture": furniture})
+        assert c.recv()["furniture"] == furniture
+        # "fields" must be an object; the server says so and stays up.
+        seed.send({"type": "publish", "event": "furniture_created", "fields": [1]})
+        err = seed.recv_type("error")
+        assert err["code"] == "invalid_message"
+        seed.send({"type": "publish", "event": "furniture_created", "fields": {"type": "x"}})
+        assert seed.recv_type("published")["delivered"] == 1
+        assert c.recv()["type"] == "furniture_created"
+
+
+def test_publish_to_a_bad_host_names_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "livenotify", "publish", "--host", "no-such-host.invalid",
+         "furniture_created", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "no-such-host.invalid:8888" in proc.stderr, proc.stderr
