@@ -3,6 +3,7 @@ server for the page's files, a fresh ``livenotify serve`` per test."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,8 @@ from tests.helpers import ServerProcess, running_server
 def chromium() -> Iterator[WebDriver]:
     paths = harness.browser_paths()
     if paths is None:
+        if os.environ.get("LIVENOTIFY_REQUIRE_BROWSER") == "1":
+            pytest.fail("LIVENOTIFY_REQUIRE_BROWSER=1 but chromium/chromedriver are missing")
         pytest.skip("no chromium/chromedriver: apt-get install chromium chromium-driver")
     driver = harness.make_driver(paths)
     try:
