@@ -17,6 +17,7 @@ import contextlib
 import http.client
 import json
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -224,3 +225,85 @@ class Page:
     def csp_violations(self) -> int:
         value = self.driver.find_element(By.TAG_NAME, "body").get_attribute("data-csp-violations")
         return int(value or 0)
+
+
+def supports_positions(server: ServerProcess) -> bool:
+    """Whether the server gives positions (v2): its welcome has ``position``."""
+    with LineClient("127.0.0.1", server.tcp_port) as client:
+        return "position" in client.recv_type("welcome")
+
+
+class CuttableProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream_port`` that can cut
+    every connection and refuse new ones (a network outage, server still up).
+
+    It records the first bytes of each connection: the WebSocket request line,
+    so a test can see the ``since=`` a reconnect asked for.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.requests: list[str] = []
+        self._open = True
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                if not self._open:
+                    client.close()
+                    continue
+                try:
+                    upstream = socket.create_connection(
+                        ("127.0.0.1", self.upstream_port), timeout=HTTP_TIMEOUT
+                    )
+                except OSError:
+                    client.close()
+                    continue
+                upstream.settimeout(None)
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        first = record
+        try:
+            while data := src.recv(65536):
+                if first:
+                    self.requests.append(data.split(b"\r\n", 1)[0].decode("latin-1"))
+                    first = False
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every connection; refuse new ones until :meth:`restore`."""
+        with self._lock:
+            self._open = False
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+        self._thread.join(HTTP_TIMEOUT)

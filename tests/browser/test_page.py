@@ -129,3 +129,59 @@ def test_the_form_publishes_to_a_websocket_client(
     result = page.until(lambda d: d.find_element(By.ID, "pub-result").text)
     assert result.startswith("200") and '"published"' in result
     page.wait_item('"nombre": "Mesa"')
+
+
+def test_a_page_pointed_at_another_host_is_blocked_by_its_policy(
+    page: Page, server: ServerProcess, static_host: str
+) -> None:
+    # 127.0.0.2 is not in any policy's connect-src: the browser refuses,
+    # and the page says so instead of failing silently.
+    url = harness.page_url(server.ws_port, static_host).split("?")[0]
+    page.open(f"{url}?server=127.0.0.2:{server.ws_port}")
+    page.until(lambda d: page.csp_violations() > 0, message="no CSP violation reported")
+    assert "Content-Security-Policy" in page.notice()
+    assert page.state() != "live"
+    assert server.log.count(r"connect ws ") == 0
+
+
+def test_a_reconnect_resumes_and_says_what_it_caught_up(
+    page: Page, server: ServerProcess, static_host: str
+) -> None:
+    if not harness.supports_positions(server):
+        pytest.skip("the server does not give positions yet (welcome has no 'position')")
+    proxy = harness.CuttableProxy(server.ws_port)
+    try:
+        page.open(f"http://{static_host}/?server=127.0.0.1:{proxy.port}")
+        page.wait_state("live")
+        harness.publish(server, "furniture_created", {"n": "seen-live"})
+        page.wait_item("seen-live")
+        proxy.cut()
+        page.wait_state("reconnecting")
+        harness.publish(server, "furniture_updated", {"n": "missed-one"})
+        harness.publish(server, "furniture_deleted", {"n": "missed-two"})
+        proxy.restore()
+        page.wait_state("live", harness.RECONNECT_WAIT)
+        page.wait_item("missed-two")
+        page.wait_item("missed-one")
+        page.until(lambda d: "caught up: 2 missed notifications" in page.notice())
+        assert "since=" in proxy.requests[-1]
+        texts = [item.text for item in page.items()]
+        assert len(texts) == 3, texts  # replayed once each, nothing twice
+    finally:
+        proxy.close()
+
+
+def test_a_new_epoch_says_notifications_may_be_missing(page: Page, static_host: str) -> None:
+    tcp_port, ws_port = free_port(), free_port()
+    with running_server(port=tcp_port, ws_port=ws_port) as first:
+        if not harness.supports_positions(first):
+            pytest.skip("the server does not give positions yet (welcome has no 'position')")
+        page.open(harness.page_url(ws_port, static_host))
+        page.wait_state("live")
+        harness.publish(first, "furniture_created", {"n": "old-epoch"})
+        page.wait_item("old-epoch")
+    page.wait_state("reconnecting")
+    # A fresh database: the log's continuity cannot be proven, a new epoch.
+    with running_server(port=tcp_port, ws_port=ws_port):
+        page.wait_state("live", harness.RECONNECT_WAIT)
+        page.until(lambda d: "some notifications may be missing" in page.notice())

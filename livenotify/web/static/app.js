@@ -64,7 +64,9 @@ const state = {
 
 function socketUrl() {
   const params = new URLSearchParams();
-  if (state.following !== null) params.set("events", [...state.following].join(","));
+  // "*" spelled out: the same on the server as no parameter, and explicit
+  // next to a since=.
+  params.set("events", state.following === null ? "*" : [...state.following].join(","));
   if (state.position) params.set("since", `${state.position.epoch}:${state.position.offset}`);
   const query = params.toString();
   return query ? `${wsBase}?${query}` : wsBase;
