@@ -14,7 +14,7 @@ from websockets.sync.client import connect
 
 from tests.browser import harness
 from tests.browser.harness import Page
-from tests.helpers import ServerProcess, free_port, running_server
+from tests.helpers import LineClient, ServerProcess, free_port, running_server
 
 CATALOG = ["furniture_created", "furniture_updated", "furniture_deleted"]
 
@@ -185,3 +185,50 @@ def test_a_new_epoch_says_notifications_may_be_missing(page: Page, static_host: 
     with running_server(port=tcp_port, ws_port=ws_port):
         page.wait_state("live", harness.RECONNECT_WAIT)
         page.until(lambda d: "some notifications may be missing" in page.notice())
+
+
+def test_the_feed_keeps_the_newest_500(page: Page, server: ServerProcess, static_host: str) -> None:
+    page.open(harness.page_url(server.ws_port, static_host))
+    page.wait_state("live")
+    # Two producers of 260: each stays inside the per-connection burst allowance.
+    for first in (0, 260):
+        with LineClient("127.0.0.1", server.tcp_port) as producer:
+            producer.recv_type("welcome")
+            producer.send_line(
+                "\n".join(
+                    json.dumps({"type": "publish", "event": "furniture_created",
+                                "data": {"seq": seq}})
+                    for seq in range(first, first + 260)
+                )
+            )  # fmt: skip
+            for _ in range(260):
+                producer.recv_type("published", limit=1)
+    page.wait_item('"seq": 519')
+    page.until(lambda d: d.find_element(By.ID, "count").text == "500 notifications")
+    items = page.items()
+    assert len(items) == 500
+    assert '"seq": 519' in items[0].text and '"seq": 20' in items[-1].text
+
+
+def test_the_form_shows_a_refusal_and_a_reply(page: Page, static_host: str) -> None:
+    with running_server("--publish-token", "s3cret") as server:
+        if not (
+            harness.serves_page(server.ws_port) and harness.serves_http_publish(server.ws_port)
+        ):
+            pytest.skip("the server does not serve GET / and POST /publish/<event> yet")
+        page.open(harness.page_url(server.ws_port, static_host))
+        page.wait_state("live")
+        result = page.driver.find_element(By.ID, "pub-result")
+        body = page.driver.find_element(By.ID, "pub-body")
+        body.send_keys("plain text, not JSON")
+        page.driver.find_element(By.ID, "pub-token").send_keys("wrong")
+        page.driver.find_element(By.ID, "pub-send").click()
+        page.until(lambda d: "forbidden" in result.text)
+        assert result.text.split()[0] in ("401", "403")
+        token = page.driver.find_element(By.ID, "pub-token")
+        token.clear()
+        token.send_keys("s3cret")
+        page.driver.find_element(By.ID, "pub-send").click()
+        page.until(lambda d: result.text.startswith("200"))
+        assert '"published"' in result.text
+        page.wait_item('"message": "plain text, not JSON"')  # text becomes ``message``
