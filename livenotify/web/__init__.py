@@ -7,6 +7,7 @@ from livenotify.web.page import (
     Asset,
     asset,
     content_security_policy,
+    policy_headers,
     response_headers,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "Asset",
     "asset",
     "content_security_policy",
+    "policy_headers",
     "response_headers",
 ]

@@ -96,18 +96,28 @@ def content_security_policy(host: str | None = None, *, extra_connect: Sequence[
     return "; ".join(directives)
 
 
-def response_headers(
-    item: Asset, *, host: str | None = None, extra_connect: Sequence[str] = ()
+def policy_headers(
+    host: str | None = None, *, extra_connect: Sequence[str] = ()
 ) -> list[tuple[str, str]]:
-    """Headers for a 200 answer carrying ``item``: type, length, the policy
-    and the usual hardening (no sniffing, no referrer, revalidate on load so
-    an upgraded server never runs yesterday's script)."""
+    """The headers every page file is sent with, besides its type and length:
+    the policy and the usual hardening (no sniffing, no referrer, revalidate
+    on load so an upgraded server never runs yesterday's script)."""
     return [
-        ("Content-Type", item.content_type),
-        ("Content-Length", str(len(item.body))),
         ("Content-Security-Policy", content_security_policy(host, extra_connect=extra_connect)),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cache-Control", "no-cache"),
+    ]
+
+
+def response_headers(
+    item: Asset, *, host: str | None = None, extra_connect: Sequence[str] = ()
+) -> list[tuple[str, str]]:
+    """All headers of a 200 answer carrying ``item``: its type and length,
+    then :func:`policy_headers`."""
+    return [
+        ("Content-Type", item.content_type),
+        ("Content-Length", str(len(item.body))),
+        *policy_headers(host, extra_connect=extra_connect),
     ]
