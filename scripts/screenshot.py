@@ -54,7 +54,11 @@ def main() -> int:
             driver.find_element(By.ID, "pub-body").send_keys(
                 '{"furniture": {"furniture_id": "f-0997", "stock": 2}}'
             )
-            driver.find_element(By.ID, "pub-body").click()
+            if harness.serves_http_publish(server.ws_port):
+                # With the front door: show a publish from the form and its reply.
+                driver.find_element(By.ID, "pub-send").click()
+                page.until(lambda d: d.find_element(By.ID, "pub-result").text.startswith("200"))
+                page.wait_item('"stock": 2')
             driver.execute_script("document.activeElement.blur()")
             out.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(out))

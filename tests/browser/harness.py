@@ -140,7 +140,8 @@ def serves_page(ws_port: int) -> bool:
 
 def serves_http_publish(ws_port: int) -> bool:
     """Whether ``POST /publish/<event>`` exists: an unknown event gets the
-    404 ``unknown_event`` error (so the probe publishes nothing)."""
+    404 ``unknown_event`` error, or ``forbidden`` with a publish token set
+    (either way the probe publishes nothing)."""
     try:
         status, _, body = _request(
             ws_port, "POST", "/publish/zz_probe_no_such_event", b"{}",
@@ -149,7 +150,8 @@ def serves_http_publish(ws_port: int) -> bool:
         reply = json.loads(body)
     except (OSError, http.client.HTTPException, ValueError):
         return False
-    return status == 404 and isinstance(reply, dict) and reply.get("code") == "unknown_event"
+    expected = {404: "unknown_event", 401: "forbidden", 403: "forbidden"}
+    return isinstance(reply, dict) and reply.get("code") == expected.get(status)
 
 
 def page_url(ws_port: int, static_host: str) -> str:

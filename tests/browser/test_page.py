@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -106,6 +107,8 @@ def test_the_page_reconnects_after_a_server_restart(page: Page, static_host: str
             item = page.wait_item("after-restart")
             assert item.find_element(By.CSS_SELECTOR, ".event").text == "furniture_updated"
             assert len(page.items()) == 2  # nothing shown twice
+            # Without positions it says what it could not get; with them, what it did.
+            assert re.search(r"reconnected: notifications published while|caught up", page.notice())
 
 
 def test_the_form_publishes_to_a_websocket_client(

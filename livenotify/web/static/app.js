@@ -52,6 +52,7 @@ const state = {
   following: null, // null: everything ("*"); otherwise a Set of event names
   position: null, // {epoch, offset} of the last notification seen
   ws: null,
+  wasLive: false, // a welcome came before: later ones are reconnections
   attempt: 0, // consecutive failed connections, for the backoff
   retryAt: 0,
   retryTimer: 0,
@@ -171,6 +172,11 @@ function onWelcome(msg) {
     const head = parsePosition(msg.position);
     if (head) setPosition(head);
   }
+  if (state.wasLive && !("position" in msg)) {
+    // A server without positions (v1) cannot replay: say so.
+    showNotice("reconnected: notifications published while disconnected were not received", "warn");
+  }
+  state.wasLive = true;
   // "?events=" with no name means "*" on the server: unfollow it explicitly.
   if (state.following !== null && state.following.size === 0) {
     send({ type: "unsubscribe", events: ["*"] });
