@@ -31,7 +31,6 @@ def test_page_connects_and_shows_the_catalog(
     assert all(b.is_selected() for b in boxes)  # a WebSocket starts on "*"
     options = Select(page.driver.find_element(By.ID, "pub-event")).options
     assert [o.get_attribute("value") for o in options] == CATALOG
-    server.wait_log(r"connect ws ")
     assert page.csp_violations() == 0
 
 
@@ -58,7 +57,6 @@ def test_unfollowed_events_stop_arriving(
     page.open(harness.page_url(server.ws_port, static_host))
     page.wait_state("live")
     box = page.driver.find_element(By.CSS_SELECTOR, "#events input[value=furniture_deleted]")
-    start = server.mark()
     box.click()
     # The page leaves "*" for the two others by name: the server confirms.
     page.until(
@@ -72,7 +70,7 @@ def test_unfollowed_events_stop_arriving(
     harness.publish(server, "furniture_updated", {"n": "seen-after"})
     page.wait_item("seen-after")
     assert not any("gone-unseen" in item.text for item in page.items())
-    assert server.log.count(r"error", start) == 0
+    assert page.notice() == ""  # no error reply from the server
 
 
 def test_markup_in_a_notification_shows_as_text(
@@ -144,7 +142,6 @@ def test_a_page_pointed_at_another_host_is_blocked_by_its_policy(
     page.until(lambda d: page.csp_violations() > 0, message="no CSP violation reported")
     assert "Content-Security-Policy" in page.notice()
     assert page.state() != "live"
-    assert server.log.count(r"connect ws ") == 0
 
 
 def test_a_reconnect_resumes_and_says_what_it_caught_up(

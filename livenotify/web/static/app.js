@@ -57,7 +57,6 @@ const state = {
   retryAt: 0,
   retryTimer: 0,
   tickTimer: 0,
-  shown: 0,
   violations: 0,
 };
 
@@ -243,7 +242,6 @@ function addToFeed(msg) {
   item.append(head, el("pre", "fields", JSON.stringify(fields, null, 2)));
   ui.feed.prepend(item);
   while (ui.feed.childElementCount > MAX_FEED) ui.feed.lastElementChild.remove();
-  state.shown += 1;
   updateCount();
 }
 
