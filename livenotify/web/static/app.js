@@ -53,6 +53,8 @@ const state = {
   position: null, // {epoch, offset} of the last notification seen
   ws: null,
   wasLive: false, // a welcome came before: later ones are reconnections
+  leavingAll: false, // "unsubscribe *" sent, its reply not yet seen
+  urlFollowing: null, // what the current socket's URL asked to follow
   attempt: 0, // consecutive failed connections, for the backoff
   retryAt: 0,
   retryTimer: 0,
@@ -67,6 +69,9 @@ function socketUrl() {
   // "*" spelled out: the same on the server as no parameter, and explicit
   // next to a since=.
   params.set("events", state.following === null ? "*" : [...state.following].join(","));
+  // What the server will start this connection on ("events=" alone is "*").
+  state.urlFollowing = state.following === null || state.following.size === 0
+    ? null : new Set(state.following);
   if (state.position) params.set("since", `${state.position.epoch}:${state.position.offset}`);
   const query = params.toString();
   return query ? `${wsBase}?${query}` : wsBase;
@@ -85,6 +90,7 @@ function connect() {
     return;
   }
   state.ws = ws;
+  state.leavingAll = false;
   ws.addEventListener("message", (ev) => onMessage(ws, ev.data));
   ws.addEventListener("close", () => {
     if (state.ws !== ws) return;
@@ -139,9 +145,13 @@ function onMessage(ws, raw) {
       break;
     case "subscribed":
       if ("recovered" in msg) onResumed(msg);
-      syncFollowing(msg.events);
+      // Leaving "*" is two steps; the first reply still holds "*".
+      if (!(state.leavingAll && Array.isArray(msg.events) && msg.events.includes("*"))) {
+        syncFollowing(msg.events);
+      }
       break;
     case "unsubscribed":
+      state.leavingAll = false;
       syncFollowing(msg.events);
       break;
     case "events":
@@ -176,10 +186,9 @@ function onWelcome(msg) {
     showNotice("reconnected: notifications published while disconnected were not received", "warn");
   }
   state.wasLive = true;
-  // "?events=" with no name means "*" on the server: unfollow it explicitly.
-  if (state.following !== null && state.following.size === 0) {
-    send({ type: "unsubscribe", events: ["*"] });
-  }
+  // Boxes ticked while connecting, or "events=" with no name (which the
+  // server takes as "*"): bring the server in line with the page.
+  reconcile(state.urlFollowing);
   setState("live", "live");
 }
 
@@ -306,19 +315,38 @@ function renderChecks() {
 }
 
 function onToggle(name, checked) {
+  const had = state.following === null ? null : new Set(state.following);
   if (checked) {
     if (state.following === null) return;
     state.following.add(name);
-    send({ type: "subscribe", events: [name] });
   } else if (state.following === null) {
-    // Leaving "*": follow the others by name first, so nothing is missed.
     state.following = new Set(state.catalog.filter((e) => e !== name));
-    if (state.following.size) send({ type: "subscribe", events: [...state.following] });
-    send({ type: "unsubscribe", events: ["*"] });
   } else {
     state.following.delete(name);
-    send({ type: "unsubscribe", events: [name] });
   }
+  // Not open yet: the welcome reconciles from what the URL asked for.
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) reconcile(had);
+}
+
+// Send what turns the server's subscriptions from `had` into the page's
+// (null: "*"). Leaving "*" follows the others by name first, so nothing is
+// missed in between.
+function reconcile(had) {
+  const want = state.following;
+  if (want === null) {
+    if (had !== null) send({ type: "subscribe", events: ["*"] });
+    return;
+  }
+  if (had === null) {
+    if (want.size) send({ type: "subscribe", events: [...want] });
+    state.leavingAll = true;
+    send({ type: "unsubscribe", events: ["*"] });
+    return;
+  }
+  const add = [...want].filter((e) => !had.has(e));
+  const drop = [...had].filter((e) => !want.has(e));
+  if (add.length) send({ type: "subscribe", events: add });
+  if (drop.length) send({ type: "unsubscribe", events: drop });
 }
 
 // The server's word on what this connection follows wins.
