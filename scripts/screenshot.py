@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -21,8 +22,8 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 from tests.browser import harness  # noqa: E402
 from tests.helpers import LineClient, running_server  # noqa: E402
 
-# What a Django producer sends (the seed form), plus a console-style message.
-NOTIFICATIONS = [
+# What a Django producer sends (the seed form).
+NOTIFICATIONS: list[dict[str, Any]] = [
     {"type": "furniture_created",
      "furniture": {"furniture_id": "f-1001", "nombre": "Silla Nórdica", "precio": 89.9}},
     {"type": "furniture_updated",
