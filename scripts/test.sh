@@ -18,6 +18,12 @@ if [ ! -x .tools/node_modules/.bin/wscat ]; then
     npm install --silent --no-audit --no-fund --prefix .tools wscat@6 >/dev/null
 fi
 
+# The browser tests (tests/browser) need Chromium and its driver; without
+# them they are skipped, so say how to get them.
+if ! (command -v chromium >/dev/null && command -v chromedriver >/dev/null); then
+    echo "note: tests/browser are skipped without chromium: apt-get install -y chromium chromium-driver" >&2
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
