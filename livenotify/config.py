@@ -80,4 +80,15 @@ class Config:
     #: Seconds ``exit``/SIGTERM waits for clients and storage to drain.
     grace_period: float = 5.0
     log_level: str = "INFO"
+    # -- storage and history (added by the storage helper) --
+    #: Seconds a reply that claims a stored write (``registered``,
+    #: ``subscribed``) or a storage read waits for the writer before the
+    #: client gets ``storage_busy``.
+    storage_timeout: float = 5.0
+    #: Notifications kept as history (and in memory for replay); 0 keeps all.
+    history_size: int = 100_000
+    #: Seconds a notification stays in history; 0 keeps them for ever.
+    history_ttl: float = 24 * 3600.0
+    #: Seconds an outbox row handed to the mail broker is kept; 0 keeps them.
+    outbox_retention: float = 3600.0
     limits: Limits = field(default_factory=Limits)

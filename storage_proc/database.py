@@ -28,7 +28,6 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from .ops import from_sql, to_sql
 from .schema import SchemaError, migrate
 
 #: How long start-up waits for SQLite's write lock held by another program
@@ -38,8 +37,8 @@ STARTUP_BUSY_MS: Final = 2000
 #: Once running, the writer waits this long for a reader's checkpoint or a
 #: foreign lock before a write fails (and the writer restarts and replays).
 WRITE_BUSY_MS: Final = 10_000
-#: Readers only ever wait for a checkpoint in progress.
-READ_BUSY_MS: Final = 5000
+#: Bytes of WAL file kept after a checkpoint.
+JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 
 
 class StorageFault(Exception):
@@ -127,6 +126,13 @@ def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, t
         # Batching makes that one fsync per batch rather than per write.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Bound the WAL file left after a checkpoint: under steady
+        # publishing it would otherwise keep its largest size for ever.
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        if not conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall():
+            # A new database: pages freed by retention can be given back
+            # (incremental_vacuum). Only settable before the first table.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         versions = migrate(conn)
         conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_MS}")
     except StorageFault:
@@ -157,38 +163,3 @@ def _why(path: str, exc: sqlite3.Error) -> str:
             reason = "the file or its directory is not writable"
         return f"{reason} ({text})"
     return text
-
-
-def open_reader(path: str) -> sqlite3.Connection:
-    """A read-only connection (usable from any one thread at a time).
-
-    In WAL mode it reads the last committed state without blocking the
-    writer or being blocked by it, so it sees every acknowledged write.
-    """
-    uri = Path(path).absolute().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {READ_BUSY_MS}")
-    return conn
-
-
-def read_subscriptions(conn: sqlite3.Connection, email: str) -> set[str]:
-    """The events ``email`` is subscribed to, as committed."""
-    rows = conn.execute("SELECT event FROM subscriptions WHERE email = ?", (to_sql(email),))
-    return {from_sql(row[0]) for row in rows}
-
-
-def read_pending_mail(
-    conn: sqlite3.Connection, limit: int, after: int = 0
-) -> list[tuple[int, str, str, str, str]]:
-    """Up to ``limit`` pending outbox rows after ``after``, oldest first:
-    (outbox_id, notification_id, email, event, payload)."""
-    rows = conn.execute(
-        "SELECT o.outbox_id, o.notification_id, o.email, n.event, n.payload"
-        " FROM outbox AS o JOIN notifications AS n ON n.id = o.notification_id"
-        " WHERE o.state = 'pending' AND o.outbox_id > ?"
-        " ORDER BY o.outbox_id LIMIT ?",
-        (after, limit),
-    )
-    return [
-        (int(r[0]), from_sql(r[1]), from_sql(r[2]), from_sql(r[3]), from_sql(r[4])) for r in rows
-    ]

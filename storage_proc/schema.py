@@ -16,6 +16,10 @@ Version history:
    ``pending`` until handed to Celery, then ``queued``) and
    ``writer_progress`` (the last committed write sequence number, so a
    restarted writer does not apply a replayed write twice).
+4. Positions: ``notifications`` gains ``"offset"`` (gap-free, 1, 2, 3, ...
+   across all events; quoted, OFFSET is an SQL keyword) and ``epoch``;
+   ``meta`` (key/value: the log's epoch, the clean-shutdown marker, the
+   history floor); indexes for retention.
 
 Times are ISO 8601 UTC text with milliseconds (``2024-01-15T14:30:00.000Z``),
 readable in the ``sqlite3`` shell and ordered as text.
@@ -70,6 +74,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         seq   INTEGER NOT NULL
     );
     INSERT INTO writer_progress (id, epoch, seq) VALUES (1, '', 0);
+    """,
+    # 4
+    """
+    ALTER TABLE notifications ADD COLUMN "offset" INTEGER;
+    ALTER TABLE notifications ADD COLUMN epoch TEXT;
+    CREATE UNIQUE INDEX notifications_by_offset ON notifications ("offset")
+        WHERE "offset" IS NOT NULL;
+    CREATE INDEX outbox_by_notification ON outbox (notification_id);
+    CREATE INDEX outbox_queued ON outbox (queued_at) WHERE state = 'queued';
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 
