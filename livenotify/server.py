@@ -54,6 +54,8 @@ class Server:
         self._shutting_down = False
         self._drained = trio.Event()
         self._accept_scope = trio.CancelScope()
+        #: Non-zero when the run did not end cleanly (writes not saved).
+        self.exit_status = 0
 
     def request_shutdown(self, why: str) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -100,6 +102,16 @@ class Server:
                 if scope.cancelled_caught:
                     log.warning("storage did not flush within %.1fs", config.grace_period)
             root.cancel_scope.cancel()
+        if self.storage is not None and self.storage.lost:
+            # Clients may have been told these were stored (published):
+            # a supervisor must see that this stop was not clean.
+            log.error(
+                "stopped: %d acknowledged writes were not saved to %s",
+                self.storage.lost,
+                config.db,
+            )
+            self.exit_status = 1
+            return
         log.info("stopped")
 
     async def _start_services(self, root: trio.Nursery) -> None:
@@ -265,5 +277,11 @@ async def serve(
     console: bool = True,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a server with ``config`` until it is asked to shut down."""
-    await Server(config, console=console).run(task_status=task_status)
+    """Run a server with ``config`` until it is asked to shut down.
+
+    Raises ``SystemExit(1)`` after a stop that could not save every write
+    storage had accepted (see :attr:`Server.exit_status`)."""
+    server = Server(config, console=console)
+    await server.run(task_status=task_status)
+    if server.exit_status:
+        raise SystemExit(server.exit_status)

@@ -282,13 +282,13 @@ class Session:
                         f"at most {self.config.limits.max_subscriptions} subscriptions",
                     )
                 if sub.email and self.storage is not None:
-                    self._store(self.storage.subscribe, sub.email, list(events))
+                    await self._store(self.storage.subscribe, sub.email, list(events))
                 hub.subscribe(sub, events)
                 self._explicit.update(events)
                 await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
             case Unsubscribe(events):
                 if sub.email and self.storage is not None:
-                    self._store(self.storage.unsubscribe, sub.email, list(events))
+                    await self._store(self.storage.unsubscribe, sub.email, list(events))
                 hub.unsubscribe(sub, events)
                 self._explicit.difference_update(events)
                 await self._send(protocol.Unsubscribed(tuple(sorted(sub.events))))
@@ -328,9 +328,9 @@ class Session:
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
-            self._store(self.storage.register, email)
+            await self._store(self.storage.register, email)
             if explicit:
-                self._store(self.storage.subscribe, email, explicit)
+                await self._store(self.storage.subscribe, email, explicit)
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
@@ -339,10 +339,13 @@ class Session:
         log.info("register #%d %s restored=%d", sub.id, email, len(restored))
         await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
 
-    def _store(self, write: Callable[..., int], *args: Any) -> None:
-        """Hand a write to storage; a full backlog is the client's error reply."""
+    async def _store(self, write: Callable[..., int], *args: Any) -> None:
+        """Hand a write to storage and wait until it is committed: a reply
+        that says so is never sent before. A full backlog, or no commit
+        within ``storage_timeout``, is the client's ``storage_busy``."""
+        assert self.storage is not None
         try:
-            write(*args)
+            await self.storage.committed(write(*args))
         except StorageBusy:
             raise _storage_busy() from None
 
