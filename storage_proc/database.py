@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Final
 
@@ -94,6 +95,32 @@ class DatabaseLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def hold_writer_lock(db: str, wait: float) -> int:
+    """Take ``<db>.writer-lock`` (exclusive ``flock``) for this process's
+    life, waiting up to ``wait`` seconds; its descriptor. StorageFault if
+    another writer keeps it."""
+    path = db + ".writer-lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageFault(f"cannot write database {db}: {_describe_os_error(exc)}") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                os.close(fd)
+                raise StorageFault(
+                    f"cannot lock database {db}: {_describe_os_error(exc)}"
+                ) from None
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise StorageFault(f"database {db}: a previous writer process still holds {path}")
+        time.sleep(0.05)  # the old writer exits within moments of its EOF
 
 
 def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, tuple[int, int]]:

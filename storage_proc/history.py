@@ -10,6 +10,8 @@
   write; set to ``0`` at start-up, so a ``kill -9`` of the server leaves 0.
 - ``floor``: offsets of the current epoch up to this one are out of history
   (trimmed). Rows kept for a pending e-mail may survive below it.
+- ``base``: the last offset before the epoch began (``floor == base``:
+  nothing of this epoch was trimmed).
 - ``trimmed_seq``: the ``log_seq`` up to which retention has cut.
 
 Offsets keep counting from the largest one stored, across epochs, so the
@@ -64,16 +66,24 @@ def start_log(conn: sqlite3.Connection, fresh_epoch: str) -> dict[str, object]:
         kept = meta.get("clean") == "1" and bool(meta.get("epoch"))
         if kept:
             epoch, floor, started = meta["epoch"], int(meta.get("floor", "0")), meta["started"]
+            base = int(meta.get("base", "0"))
         else:
             # Nothing of the new epoch is trimmed: its history starts after head.
-            epoch, floor, started = fresh_epoch, head, stamp(time.time())
-            _set(conn, epoch=epoch, floor=floor, started=started)
+            epoch, floor, base, started = fresh_epoch, head, head, stamp(time.time())
+            _set(conn, epoch=epoch, floor=floor, base=base, started=started)
         _set(conn, clean=0)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return {"epoch": epoch, "head": head, "floor": floor, "kept": kept, "started": started}
+    return {
+        "epoch": epoch,
+        "head": head,
+        "floor": floor,
+        "base": base,
+        "kept": kept,
+        "started": started,
+    }
 
 
 def mark_clean(conn: sqlite3.Connection) -> None:
@@ -83,20 +93,33 @@ def mark_clean(conn: sqlite3.Connection) -> None:
 
 def history_rows(
     conn: sqlite3.Connection, epoch: str, after: int, since_time: str | None, before: int
-) -> tuple[int, list[tuple[int, str, str, str]]]:
-    """The history floor and the rows of ``epoch`` with ``after`` < offset <
-    ``before`` (and time >= ``since_time`` if given), in offset order:
-    (offset, event, payload, time)."""
+) -> dict[str, object]:
+    """History of ``epoch`` between offsets ``after`` and ``before`` (both
+    excluded; and time >= ``since_time`` if given), in offset order.
+
+    Returns ``floor`` and ``base`` (-1 for an epoch that is not the current
+    one), ``first_time`` (time of the oldest entry in history, or None) and
+    ``rows``: (offset, event, payload, time).
+    """
     meta = _meta(conn)
-    floor = int(meta.get("floor", "0")) if meta.get("epoch") == epoch else -1
-    low = max(after, floor)
+    if meta.get("epoch") != epoch:
+        return {"floor": -1, "base": -1, "first_time": None, "rows": []}
+    floor = int(meta.get("floor", "0"))
+    first = conn.execute(
+        'SELECT time FROM notifications WHERE "offset" = ? AND epoch = ?', (floor + 1, epoch)
+    ).fetchone()
     rows = conn.execute(
         'SELECT "offset", event, payload, time FROM notifications'
         ' WHERE epoch = ? AND "offset" > ? AND "offset" < ? AND time >= ?'
         ' ORDER BY "offset"',
-        (epoch, low, before, since_time or ""),
+        (epoch, max(after, floor), before, since_time or ""),
     )
-    return floor, [(int(r[0]), from_sql(r[1]), from_sql(r[2]), str(r[3])) for r in rows]
+    return {
+        "floor": floor,
+        "base": int(meta.get("base", "0")),
+        "first_time": str(first[0]) if first else None,
+        "rows": [(int(r[0]), from_sql(r[1]), from_sql(r[2]), str(r[3])) for r in rows],
+    }
 
 
 def retain(

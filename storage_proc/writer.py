@@ -32,11 +32,13 @@ import time
 from dataclasses import dataclass
 
 from . import history, ops, queries, wire
-from .database import StorageFault, open_writer
+from .database import StorageFault, hold_writer_lock, open_writer
 
 #: Exit statuses, for the supervisor's log line.
 EXIT_FATAL = 2
 EXIT_WRITE_FAILED = 3
+#: Seconds a new writer waits for the previous one (an orphan) to exit.
+WRITER_LOCK_WAIT = 20.0
 #: Seconds between retention rounds (each a short batched transaction).
 RETENTION_INTERVAL = 1.0
 
@@ -157,6 +159,9 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
+        # One writer at a time: the orphan of a server killed by SIGKILL
+        # may still be committing; a new one must see what it committed.
+        hold_writer_lock(options.path, WRITER_LOCK_WAIT)
         conn, (before, after) = open_writer(options.path, check=options.check)
     except StorageFault as exc:
         _send_quietly(sock, wire.Fatal(str(exc)))
