@@ -41,6 +41,8 @@ EXIT_WRITE_FAILED = 3
 WRITER_LOCK_WAIT = 20.0
 #: Seconds between retention rounds (each a short batched transaction).
 RETENTION_INTERVAL = 1.0
+#: Seconds of deleting per round at most.
+RETENTION_BUDGET = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,12 @@ class Writer:
         size = opts.history_size if opts.history_size > 0 else 1 << 62
         ttl = opts.history_ttl if opts.history_ttl > 0 else 1e12
         keep = opts.outbox_retention if opts.outbox_retention > 0 else 1e12
-        history.retain(self.conn, time.time(), size, ttl, keep)
+        # Rounds of short transactions until caught up or the budget is
+        # spent: keeps pace with heavy publishing, yet writes wait little.
+        budget = time.monotonic() + RETENTION_BUDGET
+        while history.retain(self.conn, time.time(), size, ttl, keep):
+            if time.monotonic() >= budget:
+                break
 
     def rollback(self) -> None:
         """Drop the open batch; its writes stay un-acknowledged for replay."""
