@@ -82,6 +82,8 @@ def start_log(conn: sqlite3.Connection, fresh_epoch: str) -> dict[str, object]:
         "floor": floor,
         "base": base,
         "kept": kept,
+        #: An epoch existed before (False: a new database).
+        "previous": bool(meta.get("epoch")),
         "started": started,
     }
 

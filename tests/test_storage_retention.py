@@ -97,7 +97,7 @@ async def test_outbox_rows_leave_after_retention_and_keep_their_notification(
 
 async def test_history_older_than_its_ttl_is_deleted(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    async with running(db, history_ttl=0.5) as bridge:
+    async with running(db, history_ttl=3.0) as bridge:
         for i in range(10):
             bridge.log_notification(f"n{i}", "ev", "{}")
         with trio.fail_after(BOUND):

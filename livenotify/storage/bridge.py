@@ -10,16 +10,10 @@ A caller that must not claim success before the disk has it (``registered``,
 ``subscribed``) awaits :meth:`StorageBridge.committed`, bounded by
 ``Config.storage_timeout``.
 
-If the writer dies (a crash, ``kill -9``, a failed write), the supervisor
-logs it, starts a new one after a backoff, and replays every
-un-acknowledged write. Writes are idempotent, and the writer also records
-the last sequence number it committed, so a replay neither loses nor
-doubles anything. Live delivery goes on meanwhile.
-
-**When the backlog is full** (``backlog_limit`` un-acknowledged writes: the
-writer is down, stuck or far behind), write methods raise
-:class:`StorageBusy` and store nothing; the session answers the client
-``storage_busy``. Nothing already accepted is ever dropped.
+If the writer dies, the supervisor logs it, starts a new one after a
+backoff, and replays every un-acknowledged write (writes are idempotent).
+When the backlog is full, writes raise :class:`StorageBusy` and store
+nothing; nothing already accepted is ever dropped.
 
 **Reads** go over the same socket to the writer (``wire.Query``), which
 commits its open batch and answers: the server process opens no SQLite
@@ -32,14 +26,10 @@ not yet acknowledged subscribe/unsubscribe writes.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
 
 import trio
 
@@ -58,85 +48,12 @@ from storage_proc.writer import WriterOptions
 from ..config import Config
 from .backlog import Backlog
 from .errors import StorageBusy, StorageError
+from .limits import BACKLOG_LIMIT, BATCH_MS, BATCH_SIZE, CHUNK_BYTES, CHUNK_WRITES, IN_FLIGHT_LIMIT
 from .process import STABLE_AFTER, WriterProcess, backoff, start_writer
+from .reads import Reads
+from .writes import Clock, MailJob, check_events, check_text
 
 log = logging.getLogger("livenotify.storage")
-
-#: Writes per transaction at most. One commit (one fsync with
-#: ``synchronous=FULL``) per 2,000 writes keeps the disk far from being the
-#: bottleneck while a batch stays a few hundred kilobytes of WAL.
-BATCH_SIZE: Final = 2000
-#: A batch commits at the latest this long after its first write: the bound
-#: on how long an acknowledged-to-be write waits under light load.
-BATCH_MS: Final = 20.0
-#: Writes sent to the writer and not yet acknowledged (the bounded queue
-#: toward the process). Four full batches: the writer never waits for us.
-IN_FLIGHT_LIMIT: Final = 4 * BATCH_SIZE
-#: Un-acknowledged writes the bridge keeps before refusing more with
-#: StorageBusy: five seconds at 20,000 writes/s, enough to ride out the
-#: longest restart backoff; at ~300 bytes a write, ~30 MB at worst.
-BACKLOG_LIMIT: Final = 100_000
-#: Writes per frame, and a rough byte bound (notification payloads may be
-#: 64 KiB each): keeps each frame and its pickle small.
-CHUNK_WRITES: Final = 512
-CHUNK_BYTES: Final = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class MailJob:
-    """One pending e-mail: a notification for one registered subscriber."""
-
-    outbox_id: int
-    notification_id: str
-    email: str
-    event: str
-    #: The notification's JSON text, as it was published.
-    payload: str
-
-
-def _check_text(name: str, value: object) -> str:
-    # Fail at the call site: a bad value reaching the writer would crash it
-    # on every replay.
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be str, not {type(value).__name__}")
-    return value
-
-
-def _check_events(events: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(events, str):
-        raise TypeError("events must be a sequence of str, not a str")
-    checked = tuple(events)
-    for event in checked:
-        if type(event) is not str:
-            _check_text("event", event)
-    return checked
-
-
-class _Clock:
-    """ISO 8601 UTC with milliseconds, formatted once per millisecond."""
-
-    def __init__(self) -> None:
-        self._ms = -1
-        self._text = ""
-
-    def now(self) -> str:
-        ms = time.time_ns() // 1_000_000
-        if ms != self._ms:
-            seconds, millis = divmod(ms, 1000)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            self._ms, self._text = ms, f"{stamp}.{millis:03d}Z"
-        return self._text
-
-
-class _Query:
-    """A read waiting for the writer's answer."""
-
-    __slots__ = ("answer", "done", "message")
-
-    def __init__(self, message: wire.Query) -> None:
-        self.message = message
-        self.done = trio.Event()
-        self.answer: wire.Answer | None = None
 
 
 class StorageBridge:
@@ -165,11 +82,9 @@ class StorageBridge:
         # One id per bridge: the writer's stored progress is only trusted
         # for sequence numbers of this run.
         self._run_id = uuid.uuid4().hex
-        self._clock = _Clock()
+        self._clock = Clock()
         self._backlog = Backlog(backlog_limit)
-        self._queries: dict[int, _Query] = {}
-        self._unsent_queries: deque[_Query] = deque()
-        self._qids = itertools.count(1)
+        self._reads = Reads(lambda: self._wake.set())
         self._wake = trio.Event()  # the feeder has something to do
         self._acked_event = trio.Event()  # some writes were acknowledged
         self._outbox_event = trio.Event()
@@ -195,16 +110,16 @@ class StorageBridge:
 
     def register(self, email: str) -> int:
         """Record ``email`` as a subscriber (first/last seen); its sequence number."""
-        return self._push(RegisterWrite(_check_text("email", email), self._clock.now()))
+        return self._push(RegisterWrite(check_text("email", email), self._clock.now()))
 
     def subscribe(self, email: str, events: Sequence[str]) -> int:
         """Persist ``email``'s subscription to ``events``."""
-        email = _check_text("email", email)
-        return self._push(SubscribeWrite(email, _check_events(events), self._clock.now()))
+        email = check_text("email", email)
+        return self._push(SubscribeWrite(email, check_events(events), self._clock.now()))
 
     def unsubscribe(self, email: str, events: Sequence[str]) -> int:
         """Remove ``events`` from ``email``'s stored subscriptions."""
-        return self._push(UnsubscribeWrite(_check_text("email", email), _check_events(events)))
+        return self._push(UnsubscribeWrite(check_text("email", email), check_events(events)))
 
     def log_notification(
         self,
@@ -220,9 +135,9 @@ class StorageBridge:
         adds, in the same transaction, one pending outbox row per registered
         subscriber of ``event`` or ``*``."""
         write = LogNotification(
-            _check_text("notification_id", notification_id),
-            _check_text("event", event),
-            _check_text("payload", payload),
+            check_text("notification_id", notification_id),
+            check_text("event", event),
+            check_text("payload", payload),
             at or self._clock.now(),
             offset,
             epoch,
@@ -297,40 +212,20 @@ class StorageBridge:
         than ``Config.storage_timeout``."""
         if not self._running or self._stopping:
             raise StorageBusy("storage is not running")
-        pending = _Query(wire.Query(next(self._qids), name, args))
-        self._queries[pending.message.qid] = pending
-        self._unsent_queries.append(pending)
-        self._wake.set()
         try:
-            with trio.move_on_after(self._timeout):
-                await pending.done.wait()
-        finally:
-            self._queries.pop(pending.message.qid, None)
-        answer = pending.answer
-        if answer is None:
+            answer = await self._reads.ask(name, args, self._timeout)
+        except StorageBusy:
             self._counters["busy"] += 1
-            raise StorageBusy(f"storage did not answer within {self._timeout:g}s")
+            raise
         if not answer.ok:
             log.error("storage read failed: %s", answer.value)
             raise StorageBusy(f"storage read failed: {answer.value}")
         return answer.value
 
-    def _requeue_queries(self) -> None:
-        # The writer that had them is gone: ask its successor (each caller
-        # still waits no longer than its own timeout).
-        self._unsent_queries = deque(sorted(self._queries.values(), key=lambda q: q.message.qid))
-
-    def _fail_queries(self) -> None:
-        # Storage stopped: the callers see StorageBusy.
-        for pending in self._queries.values():
-            pending.done.set()
-        self._queries.clear()
-        self._unsent_queries.clear()
-
     async def subscriptions_of(self, email: str) -> list[str]:
         """``email``'s stored subscriptions, sorted, including its own
         accepted but not yet acknowledged (un)subscribe writes."""
-        _check_text("email", email)
+        check_text("email", email)
         # Taken before the read: the writer applies every write sent before
         # the query, and the rest is in ``pending`` (re-applying one the
         # store reflects changes nothing).
@@ -438,19 +333,9 @@ class StorageBridge:
             outbox_retention=config.outbox_retention,
         )
         self._ran_writer = True
-        writer = await start_writer(options)
-        self._writer = writer
+        writer = self._writer = await start_writer(options)
         ready = writer.ready
         assert ready is not None
-        log.info("storage writer started pid=%d db=%s", writer.pid, self.path)
-        if ready.schema_before == 0:
-            log.info("storage schema created (version %d)", ready.schema_after)
-        elif ready.schema_before != ready.schema_after:
-            log.info(
-                "storage schema upgraded from version %d to %d",
-                ready.schema_before,
-                ready.schema_after,
-            )
         if ready.log:
             self.log_state = dict(ready.log)
         # What the previous writer committed without being able to ack it.
@@ -500,7 +385,7 @@ class StorageBridge:
                 await self._receive(writer)
                 nursery.cancel_scope.cancel()
         finally:
-            self._requeue_queries()
+            self._reads.requeue()
             with trio.CancelScope(shield=True):
                 await writer.reap()
             self._writer = None
@@ -514,10 +399,7 @@ class StorageBridge:
                 self._counters["commits"] += 1
                 self._acknowledge(message.seq, message.outbox_rows)
             elif isinstance(message, wire.Answer):
-                pending = self._queries.get(message.qid)
-                if pending is not None:
-                    pending.answer = message
-                    pending.done.set()
+                self._reads.answered(message)
             elif isinstance(message, wire.Failed):
                 log.error("storage writer pid=%d: a write failed: %s", writer.pid, message.message)
             elif not isinstance(message, wire.Closed):
@@ -531,9 +413,9 @@ class StorageBridge:
                 chunk = backlog.next_chunk(self._in_flight_limit, CHUNK_WRITES, CHUNK_BYTES)
                 if chunk is not None:
                     await writer.send(wire.Writes(*chunk))
-                elif self._unsent_queries:
+                elif (query := self._reads.next_unsent()) is not None:
                     # After the writes sent so far: the read sees them.
-                    await writer.send(self._unsent_queries.popleft().message)
+                    await writer.send(query)
                 elif self._stopping and not close_sent and backlog.sent == backlog.seq:
                     close_sent = True
                     await writer.send(wire.Close())
@@ -549,7 +431,7 @@ class StorageBridge:
         if self._writer is not None:
             await self._writer.reap()
             self._writer = None
-        self._fail_queries()
+        self._reads.fail_all()
         self.lost = len(self._backlog)
         if self.lost:
             log.error(

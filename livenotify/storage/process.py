@@ -136,4 +136,20 @@ async def start_writer(options: WriterOptions) -> WriterProcess:
             raise StorageError(first.message)
         raise StorageError(f"storage writer exited during start-up ({writer.exit_text()})")
     writer.ready = first
+    log.info("storage writer started pid=%d db=%s", writer.pid, options.path)
+    if first.schema_before == 0:
+        log.info("storage schema created (version %d)", first.schema_after)
+    elif first.schema_before != first.schema_after:
+        log.info(
+            "storage schema upgraded from version %d to %d", first.schema_before, first.schema_after
+        )
+    if first.log:
+        state = (
+            "kept from the last run"
+            if first.log.get("kept")
+            else "new: the last stop was not clean"
+            if first.log.get("previous")
+            else "new database"
+        )
+        log.info("history epoch %s head=%s: %s", first.log["epoch"], first.log["head"], state)
     return writer
