@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Final
 
+from .pg import Connection, display, is_postgres
 from .schema import SchemaError, migrate
 
 #: How long start-up waits for SQLite's write lock held by another program
@@ -123,14 +124,22 @@ def hold_writer_lock(db: str, wait: float) -> int:
         time.sleep(0.05)  # the old writer exits within moments of its EOF
 
 
-def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, tuple[int, int]]:
+#: What a failed database call raises; psycopg's error joins it once a
+#: PostgreSQL database is opened.
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+
+def open_writer(path: str, *, check: bool = True) -> tuple[Connection, tuple[int, int]]:
     """The writer's connection, validated and migrated; and (schema before, after).
 
     ``check`` runs ``PRAGMA quick_check`` first; without it a file that is
-    not a database still fails (on the first read of its header).
+    not a database still fails (on the first read of its header). A
+    ``postgresql://`` URL opens PostgreSQL instead.
 
     Raises :class:`StorageFault` with one line for the operator.
     """
+    if is_postgres(path):
+        return _open_postgres(path)
     target = Path(path)
     if target.is_dir():
         raise StorageFault(f"cannot write database {path}: it is a directory")
@@ -172,6 +181,32 @@ def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, t
         conn.close()
         raise StorageFault(f"cannot use database {path}: {_why(path, exc)}") from None
     return conn, versions
+
+
+def _open_postgres(url: str) -> tuple[Connection, tuple[int, int]]:
+    global DB_ERRORS
+    try:
+        from .pg import PgConnection, errors
+
+        DB_ERRORS = (sqlite3.Error, *errors())
+    except ImportError:
+        raise StorageFault(
+            "a postgresql:// database needs psycopg: pip install 'livenotify[postgresql]'"
+        ) from None
+    try:
+        conn = PgConnection(url)
+    except DB_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageFault(f"cannot open database {display(url)}: {first}") from None
+    try:
+        return conn, migrate(conn)
+    except SchemaError as exc:
+        conn.close()
+        raise StorageFault(f"cannot use database {display(url)}: {exc}") from None
+    except DB_ERRORS as exc:
+        conn.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageFault(f"cannot use database {display(url)}: {first}") from None
 
 
 def _why(path: str, exc: sqlite3.Error) -> str:

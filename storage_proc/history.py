@@ -25,6 +25,7 @@ import time
 from typing import Final
 
 from .ops import from_sql
+from .pg import Connection
 
 #: Rows retention deletes per statement (one short transaction each): the
 #: writer stays responsive to writes and reads between rounds.
@@ -40,11 +41,11 @@ def stamp(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
-def _meta(conn: sqlite3.Connection) -> dict[str, str]:
+def _meta(conn: Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in conn.execute("SELECT key, value FROM meta")}
 
 
-def _set(conn: sqlite3.Connection, **values: object) -> None:
+def _set(conn: Connection, **values: object) -> None:
     conn.executemany(
         "INSERT INTO meta (key, value) VALUES (?, ?)"
         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -52,7 +53,7 @@ def _set(conn: sqlite3.Connection, **values: object) -> None:
     )
 
 
-def start_log(conn: sqlite3.Connection, fresh_epoch: str) -> dict[str, object]:
+def start_log(conn: Connection, fresh_epoch: str) -> dict[str, object]:
     """At server start: keep or replace the epoch, mark the run unclean.
 
     Returns ``epoch``, ``head`` (last offset given out), ``floor``,
@@ -88,13 +89,13 @@ def start_log(conn: sqlite3.Connection, fresh_epoch: str) -> dict[str, object]:
     }
 
 
-def mark_clean(conn: sqlite3.Connection) -> None:
+def mark_clean(conn: Connection) -> None:
     """Inside the writer's last transaction: every accepted write is in."""
     _set(conn, clean=1)
 
 
 def history_rows(
-    conn: sqlite3.Connection, epoch: str, after: int, since_time: str | None, before: int
+    conn: Connection, epoch: str, after: int, since_time: str | None, before: int
 ) -> dict[str, object]:
     """History of ``epoch`` between offsets ``after`` and ``before`` (both
     excluded; and time >= ``since_time`` if given), in offset order.
@@ -125,7 +126,7 @@ def history_rows(
 
 
 def retain(
-    conn: sqlite3.Connection, now: float, history_size: int, history_ttl: float, outbox_ttl: float
+    conn: Connection, now: float, history_size: int, history_ttl: float, outbox_ttl: float
 ) -> int:
     """One round of retention in its own transaction; rows deleted.
 
@@ -175,6 +176,8 @@ def retain(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    if not isinstance(conn, sqlite3.Connection):
+        return deleted  # PostgreSQL's autovacuum reuses the space
     free = conn.execute("PRAGMA freelist_count").fetchone()
     if deleted and free and int(free[0]) > 2 * KEEP_FREE_PAGES:
         # Give back most free pages (a no-op unless auto_vacuum is

@@ -15,8 +15,9 @@ SQLite, so the mapping is one to one and lookups by e-mail stay exact.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, NamedTuple
+
+from .pg import Connection
 
 
 class RegisterWrite(NamedTuple):
@@ -92,10 +93,11 @@ def unpack(row: tuple[object, ...]) -> Write:
 ALL_EVENTS = "*"
 
 _OUTBOX_FANOUT = """
-    INSERT OR IGNORE INTO outbox (notification_id, email, state, created)
+    INSERT INTO outbox (notification_id, email, state, created)
     SELECT DISTINCT ?, s.email, 'pending', ?
     FROM subscriptions AS s JOIN subscribers AS r ON r.email = s.email
     WHERE s.event IN (?, ?)
+    ON CONFLICT DO NOTHING
 """
 
 
@@ -119,19 +121,22 @@ def from_sql(value: object) -> str:
     raise TypeError(f"expected TEXT or BLOB, got {type(value).__name__}")
 
 
-def apply(conn: sqlite3.Connection, write: Write) -> int:
+def apply(conn: Connection, write: Write) -> int:
     """Apply one write inside the caller's transaction; return outbox rows added."""
     match write:
         case RegisterWrite(email, at):
             conn.execute(
                 "INSERT INTO subscribers (email, first_seen, last_seen) VALUES (?, ?, ?)"
-                " ON CONFLICT (email) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                " ON CONFLICT (email) DO UPDATE SET last_seen = CASE"
+                " WHEN excluded.last_seen > subscribers.last_seen THEN excluded.last_seen"
+                " ELSE subscribers.last_seen END",
                 (to_sql(email), at, at),
             )
         case SubscribeWrite(email, events, at):
             key = to_sql(email)
             conn.executemany(
-                "INSERT OR IGNORE INTO subscriptions (email, event, since) VALUES (?, ?, ?)",
+                "INSERT INTO subscriptions (email, event, since) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(key, to_sql(event), at) for event in events],
             )
         case UnsubscribeWrite(email, events):
@@ -143,8 +148,8 @@ def apply(conn: sqlite3.Connection, write: Write) -> int:
         case LogNotification(notification_id, event, payload, at, offset, epoch):
             nid = to_sql(notification_id)
             cur = conn.execute(
-                'INSERT OR IGNORE INTO notifications (id, event, payload, time, "offset", epoch)'
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                'INSERT INTO notifications (id, event, payload, time, "offset", epoch)'
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (nid, to_sql(event), to_sql(payload), at, offset, epoch),
             )
             if cur.rowcount != 1:

@@ -9,22 +9,22 @@ SQLite's memory-mapped ``-shm`` lives in this process only.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any, Final
 
 from .history import history_rows
 from .ops import from_sql, to_sql
+from .pg import Connection
 
 
-def subscriptions(conn: sqlite3.Connection, email: str) -> list[str]:
+def subscriptions(conn: Connection, email: str) -> list[str]:
     """The events ``email`` is subscribed to, as committed."""
     rows = conn.execute("SELECT event FROM subscriptions WHERE email = ?", (to_sql(email),))
     return sorted(from_sql(row[0]) for row in rows)
 
 
 def pending_mail(
-    conn: sqlite3.Connection, limit: int, after: int = 0
+    conn: Connection, limit: int, after: int = 0
 ) -> list[tuple[int, str, str, str, str]]:
     """Up to ``limit`` pending outbox rows after ``after``, oldest first:
     (outbox_id, notification_id, email, event, payload)."""
@@ -47,6 +47,6 @@ QUERIES: Final[dict[str, Callable[..., Any]]] = {
 }
 
 
-def run(conn: sqlite3.Connection, name: str, args: tuple[object, ...]) -> object:
+def run(conn: Connection, name: str, args: tuple[object, ...]) -> object:
     """Answer the query ``name`` (KeyError for an unknown one)."""
     return QUERIES[name](conn, *args)

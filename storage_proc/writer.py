@@ -31,8 +31,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import history, ops, queries, wire
+from . import database, history, ops, queries, wire
 from .database import StorageFault, hold_writer_lock, open_writer
+from .pg import Connection, is_postgres
 
 #: Exit statuses, for the supervisor's log line.
 EXIT_FATAL = 2
@@ -68,7 +69,7 @@ class WriterOptions:
 class Writer:
     """Applies writes in batched transactions and acknowledges each commit."""
 
-    def __init__(self, conn: sqlite3.Connection, sock: socket.socket, options: WriterOptions):
+    def __init__(self, conn: Connection, sock: socket.socket, options: WriterOptions):
         self.conn = conn
         self.sock = sock
         self.options = options
@@ -133,9 +134,10 @@ class Writer:
     def answer(self, query: wire.Query) -> None:
         """Answer a read, after committing the writes sent before it."""
         self.commit()
+        failures: tuple[type[Exception], ...] = (*database.DB_ERRORS, KeyError, TypeError)
         try:
             answer = wire.Answer(query.qid, True, queries.run(self.conn, query.name, query.args))
-        except (sqlite3.Error, KeyError, TypeError, ValueError) as exc:
+        except failures as exc:
             answer = wire.Answer(query.qid, False, f"{type(exc).__name__}: {exc}")
         self.sock.sendall(wire.encode(answer))
 
@@ -168,7 +170,8 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
     try:
         # One writer at a time: the orphan of a server killed by SIGKILL
         # may still be committing; a new one must see what it committed.
-        hold_writer_lock(options.path, WRITER_LOCK_WAIT)
+        if not is_postgres(options.path):
+            hold_writer_lock(options.path, WRITER_LOCK_WAIT)
         conn, (before, after) = open_writer(options.path, check=options.check)
     except StorageFault as exc:
         _send_quietly(sock, wire.Fatal(str(exc)))
@@ -178,7 +181,7 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
         sys.exit(EXIT_FATAL)
     try:
         log = history.start_log(conn, options.fresh_epoch) if options.check else {}
-    except sqlite3.Error as exc:
+    except database.DB_ERRORS as exc:
         _send_quietly(sock, wire.Fatal(f"cannot use database {options.path}: {exc}"))
         conn.close()
         sys.exit(EXIT_FATAL)
@@ -186,7 +189,7 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
     try:
         sock.sendall(wire.encode(wire.Ready(writer.committed, before, after, log)))
         _loop(writer, wire.BlockingReader(sock))
-    except sqlite3.Error as exc:
+    except database.DB_ERRORS as exc:
         writer.rollback()
         _send_quietly(sock, wire.Failed(f"{type(exc).__name__}: {exc}"))
         sys.exit(EXIT_WRITE_FAILED)
@@ -232,7 +235,7 @@ def _commit_at_eof(writer: Writer) -> None:
         writer.commit()
     except OSError:
         pass  # committed; the ack has nowhere to go
-    except sqlite3.Error:
+    except database.DB_ERRORS:
         writer.rollback()
 
 

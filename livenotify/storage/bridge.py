@@ -43,6 +43,7 @@ from storage_proc.ops import (
     UnsubscribeWrite,
     Write,
 )
+from storage_proc.pg import is_postgres
 from storage_proc.writer import WriterOptions
 
 from ..config import Config
@@ -308,7 +309,8 @@ class StorageBridge:
         self._ran = True
         try:
             try:
-                self._lock = await trio.to_thread.run_sync(DatabaseLock, self.path)
+                if not is_postgres(self.path):  # PostgreSQL is shared on purpose
+                    self._lock = await trio.to_thread.run_sync(DatabaseLock, self.path)
             except StorageFault as exc:
                 raise StorageError(str(exc)) from None
             writer = await self._start_writer()

@@ -20,6 +20,7 @@ from typing import Final
 import trio
 
 from storage_proc import wire
+from storage_proc.pg import display
 from storage_proc.writer import WriterOptions
 
 from .errors import StorageError
@@ -136,7 +137,7 @@ async def start_writer(options: WriterOptions) -> WriterProcess:
             raise StorageError(first.message)
         raise StorageError(f"storage writer exited during start-up ({writer.exit_text()})")
     writer.ready = first
-    log.info("storage writer started pid=%d db=%s", writer.pid, options.path)
+    log.info("storage writer started pid=%d db=%s", writer.pid, display(options.path))
     if first.schema_before == 0:
         log.info("storage schema created (version %d)", first.schema_after)
     elif first.schema_before != first.schema_after:
