@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from typing import Final
 
 import trio
 
+import storage_proc
 from storage_proc import wire
 from storage_proc.pg import display
 from storage_proc.writer import WriterOptions
@@ -37,6 +39,9 @@ STABLE_AFTER: Final = 10.0
 START_TIMEOUT: Final = 60.0
 #: How long a writer gets to exit after its socket closed, before SIGKILL.
 EXIT_TIMEOUT: Final = 5.0
+
+
+_PYTHONPATH: Final = os.environ.get("PYTHONPATH", "")
 
 
 def backoff(failures: int) -> float:
@@ -115,9 +120,12 @@ async def start_writer(options: WriterOptions) -> WriterProcess:
         str(theirs.fileno()),
         json.dumps(dataclasses.asdict(options)),
     ]
+    # The child finds storage_proc where we did, installed or not.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(storage_proc.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, _PYTHONPATH]))}
     try:
         process = await trio.lowlevel.open_process(
-            command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env
         )
     except BaseException:
         ours.close()
