@@ -128,3 +128,17 @@ def test_unreachable_postgresql_is_one_line_without_the_password(tmp_path: Path)
     assert len(ours) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot open database postgresql://livenotify:***@127.0.0.1:1/none" in ours[0]
     assert "s3cret" not in result.stderr
+
+
+async def test_retention_on_postgresql(pg_url: str) -> None:
+    bridge = StorageBridge(Config(db=pg_url, history_size=10))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(BOUND):
+            await nursery.start(bridge.run)
+            for i in range(50):
+                bridge.log_notification(f"n{i}", "ev", "{}")
+            await bridge.flush()
+            while rows(pg_url, "SELECT count(*) FROM notifications") != [(10,)]:
+                await trio.sleep(0.1)  # the writer trims about once a second
+            assert bridge.stats()["restarts"] == 0  # retention did not fail
+            await bridge.aclose()
