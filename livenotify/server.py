@@ -27,7 +27,7 @@ from .listeners import bound_addresses, client_ip, format_address, open_listener
 from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
-from .storage import StorageBridge
+from .storage import StorageBridge, display_db
 from .transports import TcpTransport, WsTransport
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class Server:
             log.error(
                 "stopped: %d acknowledged writes were not saved to %s",
                 self.storage.lost,
-                config.db,
+                display_db(config.db),
             )
             self.exit_status = 1
             return

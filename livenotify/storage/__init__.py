@@ -9,6 +9,7 @@
 """
 
 from storage_proc.database import lock_path
+from storage_proc.pg import display as display_db
 
 from .bridge import StorageBridge
 from .errors import StorageBusy, StorageError
@@ -24,5 +25,6 @@ __all__ = [
     "StorageBridge",
     "StorageBusy",
     "StorageError",
+    "display_db",
     "lock_path",
 ]
