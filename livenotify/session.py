@@ -328,9 +328,13 @@ class Session:
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
-            await self._store(self.storage.register, email)
-            if explicit:
-                await self._store(self.storage.subscribe, email, explicit)
+            try:
+                seq = self.storage.register(email)
+                if explicit:
+                    seq = self.storage.subscribe(email, explicit)
+            except StorageBusy:
+                raise _storage_busy() from None
+            await self._committed(seq)  # both: they commit in order
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
@@ -343,9 +347,16 @@ class Session:
         """Hand a write to storage and wait until it is committed: a reply
         that says so is never sent before. A full backlog, or no commit
         within ``storage_timeout``, is the client's ``storage_busy``."""
+        try:
+            seq = write(*args)
+        except StorageBusy:
+            raise _storage_busy() from None
+        await self._committed(seq)
+
+    async def _committed(self, seq: int) -> None:
         assert self.storage is not None
         try:
-            await self.storage.committed(write(*args))
+            await self.storage.committed(seq)
         except StorageBusy:
             raise _storage_busy() from None
 
