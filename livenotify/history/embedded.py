@@ -28,6 +28,9 @@ from .positions import Position, Since
 
 #: Entries held in memory when history_size is 0 (no size limit on disk).
 MEMORY_CAP = 100_000
+#: Bytes of notification text held in memory at most: 100,000 entries of
+#: up to 64 KiB could pin gigabytes; past this the oldest are read from disk.
+MEMORY_BYTES = 64 * 1024 * 1024
 
 
 def _seconds(text: str) -> float:
@@ -56,6 +59,7 @@ class EmbeddedLog:
         # Storage sequence number of the newest entry pushed out of memory:
         # a disk read waits for its commit, so memory + disk has no hole.
         self._evicted_seq = 0
+        self._bytes = 0  # text held in _recent
 
     @property
     def epoch(self) -> str:
@@ -88,11 +92,20 @@ class EmbeddedLog:
             raise HistoryBusy(str(exc)) from None
         self._head = offset
         entry = LogEntry(offset, event, text, now)
-        if len(self._recent) == self._recent.maxlen:
+        recent = self._recent
+        if len(recent) == recent.maxlen:
             self._evicted_seq = self._seqs[0]
-        self._recent.append(entry)
+            self._bytes -= len(recent[0].text)
+        recent.append(entry)
         self._seqs.append(seq)
+        self._bytes += len(text)
+        while self._bytes > MEMORY_BYTES and len(recent) > 1:
+            self._evict()
         return entry
+
+    def _evict(self) -> None:
+        self._bytes -= len(self._recent.popleft().text)
+        self._evicted_seq = self._seqs.popleft()
 
     async def since(self, since: Since, events: Collection[str]) -> Replay:
         """Entries for ``events`` after ``since``, in offset order, and whether
@@ -154,5 +167,4 @@ class EmbeddedLog:
             return
         recent, cutoff = self._recent, now - self._ttl
         while recent and recent[0].time < cutoff:
-            recent.popleft()
-            self._evicted_seq = self._seqs.popleft()
+            self._evict()

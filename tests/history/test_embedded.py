@@ -174,3 +174,19 @@ async def test_full_backlog_refuses_append_without_taking_an_offset(tmp_path: Pa
         with trio.fail_after(BOUND):
             await bridge.flush()
         assert publish(log, 1, start=20) == [21]
+
+
+async def test_memory_is_bounded_in_bytes_and_older_entries_come_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from livenotify.history import embedded
+
+    monkeypatch.setattr(embedded, "MEMORY_BYTES", 2000)
+    async with opened(tmp_path / "h.db") as (_bridge, log):
+        for i in range(20):
+            log.append(f"id{i}", "a", lambda p, i=i: json.dumps({"i": i, "pad": "x" * 180}))
+        held = await log.since(Since(position=Position(log.epoch, 15)), ["*"])
+        assert held.recovered and numbers(held.entries) == list(range(15, 20))
+        with trio.fail_after(BOUND):
+            replay = await log.since(Since(position=Position(log.epoch, 2)), ["*"])
+        assert replay.recovered and numbers(replay.entries) == list(range(2, 20))
