@@ -50,7 +50,7 @@ from ..config import Config
 from .backlog import Backlog
 from .errors import StorageBusy, StorageError
 from .limits import BACKLOG_LIMIT, BATCH_MS, BATCH_SIZE, CHUNK_BYTES, CHUNK_WRITES, IN_FLIGHT_LIMIT
-from .process import STABLE_AFTER, WriterProcess, backoff, start_writer
+from .process import STABLE_AFTER, WriterProcess, restart_writer, start_writer
 from .reads import Reads
 from .writes import Clock, MailJob, check_events, check_text
 
@@ -358,26 +358,10 @@ class StorageBridge:
                 return
             if time.monotonic() - writer.started_at >= STABLE_AFTER:
                 failures = 0
-            delay = backoff(failures)
-            failures += 1
-            log.log(
-                logging.WARNING if self._closed else logging.ERROR,
-                "storage writer pid=%d died (%s); restarting in %.1fs, %d writes to replay",
-                writer.pid,
-                writer.exit_text(),
-                delay,
-                len(self._backlog),
-            )
             self._counters["restarts"] += 1
-            while True:
-                await trio.sleep(delay)
-                try:
-                    writer = await self._start_writer()
-                    break
-                except StorageError as exc:
-                    delay = backoff(failures)
-                    failures += 1
-                    log.error("storage writer failed to start: %s; retrying in %.1fs", exc, delay)
+            writer, failures = await restart_writer(
+                writer, self._start_writer, failures, len(self._backlog), quiet=self._closed
+            )
 
     async def _serve(self, writer: WriterProcess) -> None:
         """Feed and hear one writer until its end of the socket closes."""

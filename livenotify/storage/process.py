@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
@@ -162,3 +163,33 @@ async def start_writer(options: WriterOptions) -> WriterProcess:
         )
         log.info("history epoch %s head=%s: %s", first.log["epoch"], first.log["head"], state)
     return writer
+
+
+async def restart_writer(
+    dead: WriterProcess,
+    start: Callable[[], Awaitable[WriterProcess]],
+    failures: int,
+    backlog: int,
+    *,
+    quiet: bool,
+) -> tuple[WriterProcess, int]:
+    """Log ``dead``'s end and start a successor with ``start`` after the
+    backoff, retrying until one starts; the new writer and the failure count."""
+    delay = backoff(failures)
+    failures += 1
+    log.log(
+        logging.WARNING if quiet else logging.ERROR,
+        "storage writer pid=%d died (%s); restarting in %.1fs, %d writes to replay",
+        dead.pid,
+        dead.exit_text(),
+        delay,
+        backlog,
+    )
+    while True:
+        await trio.sleep(delay)
+        try:
+            return await start(), failures
+        except StorageError as exc:
+            delay = backoff(failures)
+            failures += 1
+            log.error("storage writer failed to start: %s; retrying in %.1fs", exc, delay)
