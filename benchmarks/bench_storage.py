@@ -39,7 +39,7 @@ import trio
 from livenotify.config import Config
 from livenotify.storage import BATCH_SIZE, StorageBridge, StorageBusy
 from storage_proc.database import open_writer
-from storage_proc.ops import Subscribe, apply
+from storage_proc.ops import SubscribeWrite, apply
 
 TARGET = 20_000
 #: Writes between yields of the producer: a session handles one message
@@ -92,7 +92,7 @@ def sqlite_run(db: Path, writes: int) -> Result:
     for first in range(0, writes, BATCH_SIZE):
         conn.execute("BEGIN IMMEDIATE")
         for i in range(first, min(writes, first + BATCH_SIZE)):
-            apply(conn, Subscribe(f"user{i}@bench.test", (f"event{i % 50}",), stamp))
+            apply(conn, SubscribeWrite(f"user{i}@bench.test", (f"event{i % 50}",), stamp))
         conn.execute("COMMIT")
     seconds = time.perf_counter() - start
     conn.close()

@@ -148,7 +148,9 @@ class Config:
     host: str = setting("::", "address to listen on; '::' is dual-stack IPv6+IPv4", check=_host)
     port: int = setting(8888, "TCP port", lo=0, hi=MAX_PORT)
     ws_port: int = setting(8765, "WebSocket port", lo=0, hi=MAX_PORT)
-    db: str = setting("subscriptions.db", "SQLite database of subscriptions")
+    db: str = setting(
+        "subscriptions.db", "SQLite file, or a postgresql:// URL, for subscriptions and history"
+    )
     #: Where the embedded broker, the mail outbox (.eml files) and other
     #: runtime files live.
     data_dir: str = setting("livenotify-data", "folder for the embedded broker and the mail outbox")
@@ -186,4 +188,22 @@ class Config:
         "INFO", "least severe level logged", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     log_format: LogFormat = setting(LogFormat.TEXT, "text, or json: one object per line")
+    #: Seconds a reply that claims a stored write (``registered``,
+    #: ``subscribed``) or a storage read waits for the writer before the
+    #: client gets ``storage_busy``.
+    storage_timeout: float = setting(
+        5.0, "seconds to wait for a storage commit before storage_busy", lo=0.1, hi=3600
+    )
+    #: Notifications kept as history (and in memory for replay); 0 keeps all.
+    history_size: int = setting(
+        100_000, "notifications kept as history (0: no limit)", lo=0, hi=1_000_000_000
+    )
+    #: Seconds a notification stays in history; 0 keeps them for ever.
+    history_ttl: float = setting(
+        24 * 3600.0, "seconds a notification stays in history (0: for ever)", lo=0, hi=1e9
+    )
+    #: Seconds an outbox row handed to the mail broker is kept; 0 keeps them.
+    outbox_retention: float = setting(
+        3600.0, "seconds a sent mail job's row is kept (0: for ever)", lo=0, hi=1e9
+    )
     limits: Limits = field(default_factory=Limits)

@@ -22,6 +22,7 @@ from . import protocol
 from .admission import Admission
 from .config import Config
 from .console import Console
+from .history import EmbeddedLog, HistoryBusy
 from .hub import Hub
 from .listeners import bound_addresses, client_ip, format_address, open_listeners, ready_line
 from .liveness import Heartbeat
@@ -29,7 +30,7 @@ from .mail import MailService, start_mail
 from .payload import Payload
 from .session import Session
 from .stats import Snapshot, collect
-from .storage import StorageBridge, StorageBusy
+from .storage import StorageBridge, display_db
 from .transports import TcpTransport, WsTransport
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Server:
         self.admission = Admission(config.limits)
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
+        self.history: EmbeddedLog | None = None
         self.mail: MailService | None = None
         self.tcp_port = 0
         self.ws_port = 0
@@ -65,6 +67,8 @@ class Server:
         self._shutting_down = False
         self._drained = trio.Event()
         self._accept_scope = trio.CancelScope()
+        #: Non-zero when the run did not end cleanly (writes not saved).
+        self.exit_status = 0
 
     def request_shutdown(self, why: str) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -116,6 +120,16 @@ class Server:
                 if scope.cancelled_caught:
                     log.warning("storage did not flush within %.1fs", config.grace_period)
             root.cancel_scope.cancel()
+        if self.storage is not None and self.storage.lost:
+            # Clients may have been told these were stored (published):
+            # a supervisor must see that this stop was not clean.
+            log.error(
+                "stopped: %d acknowledged writes were not saved to %s",
+                self.storage.lost,
+                display_db(config.db),
+            )
+            self.exit_status = 1
+            return
         log.info("stopped")
 
     async def _start_services(self, root: trio.Nursery) -> None:
@@ -124,17 +138,20 @@ class Server:
         storage = StorageBridge(self.config)
         await root.start(storage.run)
         self.storage = storage
+        self.history = EmbeddedLog(self.config, storage)
         self.hub.add_observer(self._on_publish)
         self.mail = await start_mail(root, self.config, storage)
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
         # The notification log feeds the e-mail outbox; a full storage
         # backlog must not stop live delivery, so it is logged and counted.
-        if self.storage is None:
+        # (Until the hub takes positions from the log before encoding, the
+        # text does not carry its offset; the log and outbox still get it.)
+        if self.history is None:
             return
         try:
-            self.storage.log_notification(notification_id, event, text)
-        except StorageBusy:
+            self.history.append(notification_id, event, lambda _position: text)
+        except HistoryBusy:
             log.warning("storage busy: notification %s not logged for e-mail", notification_id)
 
     async def _accept(
@@ -285,5 +302,11 @@ async def serve(
     console: bool = True,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a server with ``config`` until it is asked to shut down."""
-    await Server(config, console=console).run(task_status=task_status)
+    """Run a server with ``config`` until it is asked to shut down.
+
+    Raises ``SystemExit(1)`` after a stop that could not save every write
+    storage had accepted (see :attr:`Server.exit_status`)."""
+    server = Server(config, console=console)
+    await server.run(task_status=task_status)
+    if server.exit_status:
+        raise SystemExit(server.exit_status)

@@ -285,13 +285,13 @@ class Session:
                         f"at most {self.config.limits.max_subscriptions} subscriptions",
                     )
                 if sub.email and self.storage is not None:
-                    self._store(self.storage.subscribe, sub.email, list(events))
+                    await self._store(self.storage.subscribe, sub.email, list(events))
                 hub.subscribe(sub, events)
                 self._explicit.update(events)
                 await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
             case Unsubscribe(events):
                 if sub.email and self.storage is not None:
-                    self._store(self.storage.unsubscribe, sub.email, list(events))
+                    await self._store(self.storage.unsubscribe, sub.email, list(events))
                 hub.unsubscribe(sub, events)
                 self._explicit.difference_update(events)
                 await self._send(protocol.Unsubscribed(tuple(sorted(sub.events))))
@@ -336,9 +336,13 @@ class Session:
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
-            self._store(self.storage.register, email)
-            if explicit:
-                self._store(self.storage.subscribe, email, explicit)
+            try:
+                seq = self.storage.register(email)
+                if explicit:
+                    seq = self.storage.subscribe(email, explicit)
+            except StorageBusy:
+                raise _storage_busy() from None
+            await self._committed(seq)  # both: they commit in order
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
@@ -347,10 +351,20 @@ class Session:
         log.info("register #%d %s restored=%d", sub.id, email, len(restored))
         await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
 
-    def _store(self, write: Callable[..., int], *args: Any) -> None:
-        """Hand a write to storage; a full backlog is the client's error reply."""
+    async def _store(self, write: Callable[..., int], *args: Any) -> None:
+        """Hand a write to storage and wait until it is committed: a reply
+        that says so is never sent before. A full backlog, or no commit
+        within ``storage_timeout``, is the client's ``storage_busy``."""
         try:
-            write(*args)
+            seq = write(*args)
+        except StorageBusy:
+            raise _storage_busy() from None
+        await self._committed(seq)
+
+    async def _committed(self, seq: int) -> None:
+        assert self.storage is not None
+        try:
+            await self.storage.committed(seq)
         except StorageBusy:
             raise _storage_busy() from None
 

@@ -25,10 +25,11 @@ import errno
 import fcntl
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Final
 
-from .ops import from_sql, to_sql
+from .pg import Connection, display, is_postgres
 from .schema import SchemaError, migrate
 
 #: How long start-up waits for SQLite's write lock held by another program
@@ -38,8 +39,8 @@ STARTUP_BUSY_MS: Final = 2000
 #: Once running, the writer waits this long for a reader's checkpoint or a
 #: foreign lock before a write fails (and the writer restarts and replays).
 WRITE_BUSY_MS: Final = 10_000
-#: Readers only ever wait for a checkpoint in progress.
-READ_BUSY_MS: Final = 5000
+#: Bytes of WAL file kept after a checkpoint.
+JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 
 
 class StorageFault(Exception):
@@ -97,14 +98,48 @@ class DatabaseLock:
             self._fd = -1
 
 
-def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, tuple[int, int]]:
+def hold_writer_lock(db: str, wait: float) -> int:
+    """Take ``<db>.writer-lock`` (exclusive ``flock``) for this process's
+    life, waiting up to ``wait`` seconds; its descriptor. StorageFault if
+    another writer keeps it."""
+    path = db + ".writer-lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StorageFault(f"cannot write database {db}: {_describe_os_error(exc)}") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                os.close(fd)
+                raise StorageFault(
+                    f"cannot lock database {db}: {_describe_os_error(exc)}"
+                ) from None
+        if time.monotonic() >= deadline:
+            os.close(fd)
+            raise StorageFault(f"database {db}: a previous writer process still holds {path}")
+        time.sleep(0.05)  # the old writer exits within moments of its EOF
+
+
+#: What a failed database call raises; psycopg's error joins it once a
+#: PostgreSQL database is opened.
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+
+def open_writer(path: str, *, check: bool = True) -> tuple[Connection, tuple[int, int]]:
     """The writer's connection, validated and migrated; and (schema before, after).
 
     ``check`` runs ``PRAGMA quick_check`` first; without it a file that is
-    not a database still fails (on the first read of its header).
+    not a database still fails (on the first read of its header). A
+    ``postgresql://`` URL opens PostgreSQL instead.
 
     Raises :class:`StorageFault` with one line for the operator.
     """
+    if is_postgres(path):
+        return _open_postgres(path)
     target = Path(path)
     if target.is_dir():
         raise StorageFault(f"cannot write database {path}: it is a directory")
@@ -127,6 +162,13 @@ def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, t
         # Batching makes that one fsync per batch rather than per write.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Bound the WAL file left after a checkpoint: under steady
+        # publishing it would otherwise keep its largest size for ever.
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+        if not conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall():
+            # A new database: pages freed by retention can be given back
+            # (incremental_vacuum). Only settable before the first table.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         versions = migrate(conn)
         conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_MS}")
     except StorageFault:
@@ -139,6 +181,32 @@ def open_writer(path: str, *, check: bool = True) -> tuple[sqlite3.Connection, t
         conn.close()
         raise StorageFault(f"cannot use database {path}: {_why(path, exc)}") from None
     return conn, versions
+
+
+def _open_postgres(url: str) -> tuple[Connection, tuple[int, int]]:
+    global DB_ERRORS
+    try:
+        from .pg import PgConnection, errors
+
+        DB_ERRORS = (sqlite3.Error, *errors())
+    except ImportError:
+        raise StorageFault(
+            "a postgresql:// database needs psycopg: pip install 'livenotify[postgresql]'"
+        ) from None
+    try:
+        conn = PgConnection(url)
+    except DB_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageFault(f"cannot open database {display(url)}: {first}") from None
+    try:
+        return conn, migrate(conn)
+    except SchemaError as exc:
+        conn.close()
+        raise StorageFault(f"cannot use database {display(url)}: {exc}") from None
+    except DB_ERRORS as exc:
+        conn.close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageFault(f"cannot use database {display(url)}: {first}") from None
 
 
 def _why(path: str, exc: sqlite3.Error) -> str:
@@ -157,38 +225,3 @@ def _why(path: str, exc: sqlite3.Error) -> str:
             reason = "the file or its directory is not writable"
         return f"{reason} ({text})"
     return text
-
-
-def open_reader(path: str) -> sqlite3.Connection:
-    """A read-only connection (usable from any one thread at a time).
-
-    In WAL mode it reads the last committed state without blocking the
-    writer or being blocked by it, so it sees every acknowledged write.
-    """
-    uri = Path(path).absolute().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {READ_BUSY_MS}")
-    return conn
-
-
-def read_subscriptions(conn: sqlite3.Connection, email: str) -> set[str]:
-    """The events ``email`` is subscribed to, as committed."""
-    rows = conn.execute("SELECT event FROM subscriptions WHERE email = ?", (to_sql(email),))
-    return {from_sql(row[0]) for row in rows}
-
-
-def read_pending_mail(
-    conn: sqlite3.Connection, limit: int, after: int = 0
-) -> list[tuple[int, str, str, str, str]]:
-    """Up to ``limit`` pending outbox rows after ``after``, oldest first:
-    (outbox_id, notification_id, email, event, payload)."""
-    rows = conn.execute(
-        "SELECT o.outbox_id, o.notification_id, o.email, n.event, n.payload"
-        " FROM outbox AS o JOIN notifications AS n ON n.id = o.notification_id"
-        " WHERE o.state = 'pending' AND o.outbox_id > ?"
-        " ORDER BY o.outbox_id LIMIT ?",
-        (after, limit),
-    )
-    return [
-        (int(r[0]), from_sql(r[1]), from_sql(r[2]), from_sql(r[3]), from_sql(r[4])) for r in rows
-    ]

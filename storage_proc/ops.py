@@ -15,18 +15,19 @@ SQLite, so the mapping is one to one and lookups by e-mail stay exact.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, NamedTuple
 
+from .pg import Connection
 
-class Register(NamedTuple):
+
+class RegisterWrite(NamedTuple):
     """An e-mail address seen: insert it, or move its ``last_seen``."""
 
     email: str
     at: str
 
 
-class Subscribe(NamedTuple):
+class SubscribeWrite(NamedTuple):
     """Add ``events`` to ``email``'s subscriptions (kept ``since`` the first time)."""
 
     email: str
@@ -34,7 +35,7 @@ class Subscribe(NamedTuple):
     at: str
 
 
-class Unsubscribe(NamedTuple):
+class UnsubscribeWrite(NamedTuple):
     """Remove ``events`` from ``email``'s subscriptions."""
 
     email: str
@@ -48,6 +49,9 @@ class LogNotification(NamedTuple):
     event: str
     payload: str
     at: str
+    #: Its position in the notification log (None: written without one).
+    offset: int | None = None
+    epoch: str | None = None
 
 
 class MarkQueued(NamedTuple):
@@ -57,12 +61,18 @@ class MarkQueued(NamedTuple):
     at: str
 
 
-Write = Register | Subscribe | Unsubscribe | LogNotification | MarkQueued
+Write = RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
 
 #: On the wire a write is a plain tuple ``(tag, *fields)``: pickling a
 #: NamedTuple costs about seven times as much as a plain tuple, and the
 #: socket carries tens of thousands of writes a second.
-KINDS: tuple[type[Write], ...] = (Register, Subscribe, Unsubscribe, LogNotification, MarkQueued)
+KINDS: tuple[type[Write], ...] = (
+    RegisterWrite,
+    SubscribeWrite,
+    UnsubscribeWrite,
+    LogNotification,
+    MarkQueued,
+)
 _TAGS: dict[type[Write], int] = {kind: tag for tag, kind in enumerate(KINDS)}
 
 
@@ -83,10 +93,11 @@ def unpack(row: tuple[object, ...]) -> Write:
 ALL_EVENTS = "*"
 
 _OUTBOX_FANOUT = """
-    INSERT OR IGNORE INTO outbox (notification_id, email, state, created)
+    INSERT INTO outbox (notification_id, email, state, created)
     SELECT DISTINCT ?, s.email, 'pending', ?
     FROM subscriptions AS s JOIN subscribers AS r ON r.email = s.email
     WHERE s.event IN (?, ?)
+    ON CONFLICT DO NOTHING
 """
 
 
@@ -110,33 +121,36 @@ def from_sql(value: object) -> str:
     raise TypeError(f"expected TEXT or BLOB, got {type(value).__name__}")
 
 
-def apply(conn: sqlite3.Connection, write: Write) -> int:
+def apply(conn: Connection, write: Write) -> int:
     """Apply one write inside the caller's transaction; return outbox rows added."""
     match write:
-        case Register(email, at):
+        case RegisterWrite(email, at):
             conn.execute(
                 "INSERT INTO subscribers (email, first_seen, last_seen) VALUES (?, ?, ?)"
-                " ON CONFLICT (email) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                " ON CONFLICT (email) DO UPDATE SET last_seen = CASE"
+                " WHEN excluded.last_seen > subscribers.last_seen THEN excluded.last_seen"
+                " ELSE subscribers.last_seen END",
                 (to_sql(email), at, at),
             )
-        case Subscribe(email, events, at):
+        case SubscribeWrite(email, events, at):
             key = to_sql(email)
             conn.executemany(
-                "INSERT OR IGNORE INTO subscriptions (email, event, since) VALUES (?, ?, ?)",
+                "INSERT INTO subscriptions (email, event, since) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 [(key, to_sql(event), at) for event in events],
             )
-        case Unsubscribe(email, events):
+        case UnsubscribeWrite(email, events):
             key = to_sql(email)
             conn.executemany(
                 "DELETE FROM subscriptions WHERE email = ? AND event = ?",
                 [(key, to_sql(event)) for event in events],
             )
-        case LogNotification(notification_id, event, payload, at):
+        case LogNotification(notification_id, event, payload, at, offset, epoch):
             nid = to_sql(notification_id)
             cur = conn.execute(
-                "INSERT OR IGNORE INTO notifications (id, event, payload, time)"
-                " VALUES (?, ?, ?, ?)",
-                (nid, to_sql(event), to_sql(payload), at),
+                'INSERT INTO notifications (id, event, payload, time, "offset", epoch)'
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (nid, to_sql(event), to_sql(payload), at, offset, epoch),
             )
             if cur.rowcount != 1:
                 return 0  # a replay: its outbox rows exist already

@@ -5,11 +5,13 @@ big-endian length and a pickle of one message. Pickle is safe here: both
 ends are this code, and the socket is a private pair, never a listener.
 
 Server -> writer: :class:`Writes` (a run of writes with consecutive sequence
-numbers), :class:`Close`.
+numbers), :class:`Query` (a read: the server process opens no SQLite
+connection of its own, so a broken or vanished database file can cost a
+read, never the server), :class:`Close`.
 Writer -> server: :class:`Ready` (once, after opening and migrating),
 :class:`Fatal` (instead of Ready: the database cannot be used), :class:`Ack`
-(after every commit), :class:`Failed` (a write failed; the writer exits and
-is restarted), :class:`Closed`.
+(after every commit), :class:`Answer` (to a Query), :class:`Failed` (a write
+failed; the writer exits and is restarted), :class:`Closed`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ class Writes(NamedTuple):
     rows: list[tuple[object, ...]]
 
 
+class Query(NamedTuple):
+    #: Chosen by the bridge; the Answer carries it back.
+    qid: int
+    #: A name in :data:`storage_proc.queries.QUERIES`.
+    name: str
+    args: tuple[object, ...]
+
+
 class Close(NamedTuple):
     pass
 
@@ -42,6 +52,15 @@ class Ready(NamedTuple):
     committed_seq: int
     schema_before: int
     schema_after: int
+    #: The notification log's state after start-up (see storage_proc.history).
+    log: dict[str, object]
+
+
+class Answer(NamedTuple):
+    qid: int
+    #: False: ``value`` is the error text.
+    ok: bool
+    value: object
 
 
 class Fatal(NamedTuple):
@@ -63,8 +82,8 @@ class Closed(NamedTuple):
     pass
 
 
-ToWriter = Writes | Close
-FromWriter = Ready | Fatal | Ack | Failed | Closed
+ToWriter = Writes | Query | Close
+FromWriter = Ready | Fatal | Ack | Answer | Failed | Closed
 
 
 def encode(message: ToWriter | FromWriter) -> bytes:

@@ -8,7 +8,11 @@ first write, whichever comes first. After each commit it sends an
 the bridge keeps every write until it is acknowledged and replays the rest
 to a new writer if this one dies.
 
-The last committed sequence number of the bridge's *epoch* (one per server
+Between batches it answers :class:`~storage_proc.wire.Query` reads (after
+committing the open batch, so a read sees every write sent before it) and
+runs retention (:func:`storage_proc.history.retain`) about once a second.
+
+The last committed sequence number of the bridge's *run* (one per server
 run) is stored in ``writer_progress`` inside the same transaction, so a
 restarted writer skips writes that were committed but whose ack was lost.
 
@@ -27,12 +31,19 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import ops, wire
-from .database import StorageFault, open_writer
+from . import database, history, ops, queries, wire
+from .database import StorageFault, hold_writer_lock, open_writer
+from .pg import Connection, is_postgres
 
 #: Exit statuses, for the supervisor's log line.
 EXIT_FATAL = 2
 EXIT_WRITE_FAILED = 3
+#: Seconds a new writer waits for the previous one (an orphan) to exit.
+WRITER_LOCK_WAIT = 20.0
+#: Seconds between retention rounds (each a short batched transaction).
+RETENTION_INTERVAL = 1.0
+#: Seconds of deleting per round at most.
+RETENTION_BUDGET = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,18 +51,25 @@ class WriterOptions:
     """What the bridge tells a writer process when it starts it."""
 
     path: str
-    epoch: str
+    #: Names this server run in ``writer_progress``.
+    run_id: str
     batch_size: int
     batch_ms: float
-    #: Run ``PRAGMA quick_check`` (linear in the file size) before use: at
-    #: server start, not on every restart after a crash.
+    #: Server start, not a restart after a crash: run ``PRAGMA
+    #: quick_check`` (linear in the file size) and settle the log's epoch.
     check: bool = True
+    #: The log's epoch if the previous run did not end cleanly.
+    fresh_epoch: str = ""
+    #: Retention (0 turns that part off).
+    history_size: int = 100_000
+    history_ttl: float = 86_400.0
+    outbox_retention: float = 3_600.0
 
 
 class Writer:
     """Applies writes in batched transactions and acknowledges each commit."""
 
-    def __init__(self, conn: sqlite3.Connection, sock: socket.socket, options: WriterOptions):
+    def __init__(self, conn: Connection, sock: socket.socket, options: WriterOptions):
         self.conn = conn
         self.sock = sock
         self.options = options
@@ -63,7 +81,7 @@ class Writer:
 
     def _progress(self) -> int:
         row = self.conn.execute("SELECT epoch, seq FROM writer_progress WHERE id = 1").fetchone()
-        if row is not None and row[0] == self.options.epoch:
+        if row is not None and row[0] == self.options.run_id:
             return int(row[1])
         return 0
 
@@ -95,7 +113,7 @@ class Writer:
             return
         self.conn.execute(
             "UPDATE writer_progress SET epoch = ?, seq = ? WHERE id = 1",
-            (self.options.epoch, self._batch_last),
+            (self.options.run_id, self._batch_last),
         )
         self.conn.execute("COMMIT")
         self.committed = self._batch_last
@@ -104,6 +122,38 @@ class Writer:
         self._batch_writes = 0
         self._batch_outbox = 0
         self.sock.sendall(wire.encode(wire.Ack(self.committed, outbox)))
+
+    def close(self) -> None:
+        """Commit and mark the log clean: the server flushed every write."""
+        if self._batch_deadline is None:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._batch_deadline = time.monotonic()
+        history.mark_clean(self.conn)
+        self.commit()
+
+    def answer(self, query: wire.Query) -> None:
+        """Answer a read, after committing the writes sent before it."""
+        self.commit()
+        failures: tuple[type[Exception], ...] = (*database.DB_ERRORS, KeyError, TypeError)
+        try:
+            answer = wire.Answer(query.qid, True, queries.run(self.conn, query.name, query.args))
+        except failures as exc:
+            answer = wire.Answer(query.qid, False, f"{type(exc).__name__}: {exc}")
+        self.sock.sendall(wire.encode(answer))
+
+    def retain(self) -> None:
+        """One retention round, outside any batch."""
+        self.commit()
+        opts = self.options
+        size = opts.history_size if opts.history_size > 0 else 1 << 62
+        ttl = opts.history_ttl if opts.history_ttl > 0 else 1e12
+        keep = opts.outbox_retention if opts.outbox_retention > 0 else 1e12
+        # Rounds of short transactions until caught up or the budget is
+        # spent: keeps pace with heavy publishing, yet writes wait little.
+        budget = time.monotonic() + RETENTION_BUDGET
+        while history.retain(self.conn, time.time(), size, ttl, keep):
+            if time.monotonic() >= budget:
+                break
 
     def rollback(self) -> None:
         """Drop the open batch; its writes stay un-acknowledged for replay."""
@@ -114,10 +164,14 @@ class Writer:
 
 
 def writer_main(sock: socket.socket, options: WriterOptions) -> None:
-    """Entry point of the writer process (a ``spawn`` multiprocessing target)."""
+    """Entry point of the writer process (see :mod:`storage_proc.__main__`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
+        # One writer at a time: the orphan of a server killed by SIGKILL
+        # may still be committing; a new one must see what it committed.
+        if not is_postgres(options.path):
+            hold_writer_lock(options.path, WRITER_LOCK_WAIT)
         conn, (before, after) = open_writer(options.path, check=options.check)
     except StorageFault as exc:
         _send_quietly(sock, wire.Fatal(str(exc)))
@@ -125,11 +179,17 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
     except Exception as exc:  # one line for the operator, never a traceback
         _send_quietly(sock, wire.Fatal(f"cannot use database {options.path}: {exc!r}"))
         sys.exit(EXIT_FATAL)
+    try:
+        log = history.start_log(conn, options.fresh_epoch) if options.check else {}
+    except database.DB_ERRORS as exc:
+        _send_quietly(sock, wire.Fatal(f"cannot use database {options.path}: {exc}"))
+        conn.close()
+        sys.exit(EXIT_FATAL)
     writer = Writer(conn, sock, options)
     try:
-        sock.sendall(wire.encode(wire.Ready(writer.committed, before, after)))
+        sock.sendall(wire.encode(wire.Ready(writer.committed, before, after, log)))
         _loop(writer, wire.BlockingReader(sock))
-    except sqlite3.Error as exc:
+    except database.DB_ERRORS as exc:
         writer.rollback()
         _send_quietly(sock, wire.Failed(f"{type(exc).__name__}: {exc}"))
         sys.exit(EXIT_WRITE_FAILED)
@@ -143,14 +203,23 @@ def writer_main(sock: socket.socket, options: WriterOptions) -> None:
 
 
 def _loop(writer: Writer, reader: wire.BlockingReader) -> None:
+    next_retention = time.monotonic() + RETENTION_INTERVAL
     while True:
-        message = reader.read(writer.deadline)
+        deadline = writer.deadline
+        wake = next_retention if deadline is None else min(deadline, next_retention)
+        message = reader.read(wake)
+        if time.monotonic() >= next_retention:
+            writer.retain()
+            next_retention = time.monotonic() + RETENTION_INTERVAL
         if isinstance(message, wire.Writes):
             writer.apply(message.first_seq, message.rows)
+        elif isinstance(message, wire.Query):
+            writer.answer(message)
         elif message is wire.TIMED_OUT:
-            writer.commit()
+            if writer.deadline is not None and time.monotonic() >= writer.deadline:
+                writer.commit()
         elif isinstance(message, wire.Close):
-            writer.commit()
+            writer.close()
             writer.sock.sendall(wire.encode(wire.Closed()))
             return
         elif message is wire.END_OF_STREAM:
@@ -166,7 +235,7 @@ def _commit_at_eof(writer: Writer) -> None:
         writer.commit()
     except OSError:
         pass  # committed; the ack has nowhere to go
-    except sqlite3.Error:
+    except database.DB_ERRORS:
         writer.rollback()
 
 

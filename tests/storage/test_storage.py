@@ -7,6 +7,8 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,14 +44,16 @@ ODD_TEXT = [
 ]
 
 
-def db_config(path: Path) -> Config:
-    return Config(db=str(path))
+def db_config(path: Path, **settings: Any) -> Config:
+    return Config(db=str(path), **settings)
 
 
 @asynccontextmanager
-async def running(path: Path, **kwargs: Any) -> AsyncIterator[StorageBridge]:
+async def running(
+    path: Path, settings: dict[str, Any] | None = None, **kwargs: Any
+) -> AsyncIterator[StorageBridge]:
     """A started bridge; closed (flushed) on the way out."""
-    bridge = StorageBridge(db_config(path), **kwargs)
+    bridge = StorageBridge(db_config(path, **(settings or {})), **kwargs)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(START):
             await nursery.start(bridge.run)
@@ -299,7 +303,8 @@ async def test_wait_outbox_misses_no_commit(tmp_path: Path) -> None:
 
 async def test_full_backlog_raises_storage_busy_and_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    async with running(db, backlog_limit=500, in_flight_limit=100) as bridge:
+    settings = {"storage_timeout": 0.5}
+    async with running(db, settings, backlog_limit=500, in_flight_limit=100) as bridge:
         pid = bridge.writer_pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # a writer that is alive but not keeping up
@@ -316,12 +321,24 @@ async def test_full_backlog_raises_storage_busy_and_loses_nothing(tmp_path: Path
             with pytest.raises(StorageBusy):
                 bridge.register("one-too-many@b.c")
             assert bridge.stats()["busy"] == 2
-            # Reads still answer, own pending writes included.
-            assert await bridge.subscriptions_of("u499@b.c") == ["e"]
+            # Reads go through the writer: a stuck one answers nothing, so
+            # the read is refused within storage_timeout, not left hanging.
+            with trio.fail_after(FLUSH), pytest.raises(StorageBusy):
+                await bridge.subscriptions_of("u499@b.c")
+            # Waiting for a commit is bounded the same way.
+            with trio.fail_after(FLUSH), pytest.raises(StorageBusy):
+                await bridge.committed(500)
         finally:
             os.kill(pid, signal.SIGCONT)
         with trio.fail_after(FLUSH):
             await bridge.flush()
+            # Own not yet acknowledged writes are part of a read.
+            bridge.unsubscribe("u499@b.c", ["e"])
+            bridge.subscribe("u499@b.c", ["f"])
+            assert await bridge.subscriptions_of("u499@b.c") == ["f"]
+            bridge.unsubscribe("u499@b.c", ["f"])
+            bridge.subscribe("u499@b.c", ["e"])
+            await bridge.committed(bridge.subscribe("u499@b.c", ["e"]))
         bridge.subscribe("after@b.c", ["e"])  # room again
     emails = {r[0] for r in rows(db, "SELECT email FROM subscriptions")}
     assert emails == {f"u{i}@b.c" for i in range(500)} | {"after@b.c"}
@@ -435,3 +452,24 @@ async def test_pending_mail_pages_past_rows_marked_queued(tmp_path: Path) -> Non
         with trio.fail_after(FLUSH):
             await bridge.flush()
         assert await bridge.pending_mail(3) == jobs[20:23]
+
+
+def test_writer_process_imports_no_trio() -> None:
+    """The writer is ``python -m storage_proc``: stdlib and storage_proc only."""
+    code = (
+        "import sys, storage_proc.__main__;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " {'trio', 'livenotify', 'trio_websocket', 'celery'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+async def test_writer_is_a_fresh_interpreter(tmp_path: Path) -> None:
+    async with running(tmp_path / "s.db") as bridge:
+        pid = bridge.writer_pid
+        assert pid is not None
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"storage_proc"]
