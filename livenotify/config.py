@@ -44,6 +44,11 @@ class Limits:
     #: Connections in total and from one IP address.
     max_connections: int = 20_000
     max_connections_per_ip: int = 2_000
+    #: File descriptors kept free below the process limit (new in the front
+    #: door): ``--max-connections`` is lowered to fit under the limit minus
+    #: this, so storage, logs and refusing a connection with
+    #: ``too_many_connections`` always have a descriptor.
+    fd_reserve: int = 64
     #: Token bucket per connection: sustained messages per second and burst.
     rate_per_second: float = 200.0
     rate_burst: int = 400

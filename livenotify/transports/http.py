@@ -1,0 +1,280 @@
+"""The front door: HTTP/1.1 (h11) on the WebSocket port, one task per connection.
+
+A connection is read as HTTP requests. A request with ``Upgrade:
+websocket`` (on any path: the seeds connect to ``/``) is the WebSocket
+opening handshake: answered with 101, after which the connection belongs to
+a :class:`~livenotify.transports.ws.WsTransport` and a session. Any other
+request is routed by :mod:`.routes` (the route table) and answered; the
+connection is kept alive for up to :data:`MAX_REQUESTS_PER_CONNECTION`
+requests.
+
+Limits: the request head (and, for a WebSocket, the whole handshake) must
+arrive within ``--handshake-timeout``, and so must each further request on
+a kept-alive connection; a request body within the same time again (a
+request that never completes is cut: slowloris); the head is bounded in
+bytes (:data:`MAX_HEAD_BYTES`) and header count (:data:`MAX_HEADERS`), the
+body by ``--max-message-bytes`` (413).
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import trio
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionType
+from wsproto.utilities import generate_accept_token
+
+from .. import protocol
+from ..config import Config
+from ..protocol import ProtocolError
+from .routes import Request, Response, error_response, route
+from .ws import WsTransport
+
+log = logging.getLogger(__name__)
+
+#: Bytes asked of the socket per read while parsing HTTP.
+RECEIVE_CHUNK = 16 * 1024
+#: A request head (request line and headers) larger than this is refused
+#: with 431: browsers and curl send well under 8 KiB.
+MAX_HEAD_BYTES = 16 * 1024
+#: More headers than this is refused with 431 (each one costs a tuple).
+MAX_HEADERS = 100
+#: Requests served on one kept-alive connection before it is closed.
+MAX_REQUESTS_PER_CONNECTION = 1000
+#: How long an error response may take to write before we hang up.
+RESPONSE_WRITE_TIMEOUT = 2.0
+#: The WebSocket protocol version we speak (RFC 6455).
+WEBSOCKET_VERSION = b"13"
+
+#: Runs a session on an open WebSocket: (transport, initial events).
+StartSession = Callable[[WsTransport, tuple[str, ...]], Awaitable[None]]
+
+
+@dataclass
+class _Exchange:
+    """One connection's HTTP state while it is HTTP."""
+
+    stream: trio.SocketStream
+    peer: str
+    refuse: str | None = None
+    conn: h11.Connection = field(
+        default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    )
+
+    async def next_event(self) -> Any:
+        """The next h11 event, reading as needed; ConnectionClosed at EOF."""
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            conn.receive_data(data)
+
+    async def send(self, *events: Any) -> None:
+        data = b"".join(self.conn.send(e) or b"" for e in events)
+        await self.stream.send_all(data)
+
+
+class FrontDoor:
+    """Serves connections on the WebSocket port (see the module docstring)."""
+
+    def __init__(self, config: Config, start_session: StartSession, app: Any) -> None:
+        self.config = config
+        self._start_session = start_session
+        #: What route handlers may use (the server: hub, config, storage...).
+        self.app = app
+
+    async def serve(
+        self, stream: trio.SocketStream, peer: str, *, refuse: str | None = None
+    ) -> None:
+        """Serve one connection until it closes; never raises for the peer's sake.
+
+        With ``refuse`` (an error code: ``too_many_connections``), the first
+        request is only answered with that error: a 503 for HTTP, a close
+        frame (1013) right after the handshake for a WebSocket.
+        """
+        ex = _Exchange(stream, peer, refuse=refuse)
+        try:
+            await self._serve(ex)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await stream.aclose()
+
+    async def _serve(self, ex: _Exchange) -> None:
+        conn, timeout = ex.conn, self.config.handshake_timeout
+        for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
+            request: Request | None = None
+            with trio.move_on_after(timeout):
+                try:
+                    request = await self._read_request(ex)
+                except h11.RemoteProtocolError as exc:
+                    await self._refuse(ex, exc.error_status_hint, "bad_request", str(exc))
+                    return
+                except ProtocolError as exc:
+                    await self._refuse(ex, None, exc.code, exc.message)
+                    return
+            if request is None:
+                return  # closed, or the deadline passed (slowloris): cut
+            if request.websocket:
+                await self._upgrade(ex, request)
+                return
+            if ex.refuse is not None:
+                await self._refuse(ex, None, ex.refuse, "connection limit reached")
+                return
+            response = await route(self.app, request)
+            if served == MAX_REQUESTS_PER_CONNECTION:
+                response.close = True
+            await self._respond(ex, response)
+            if response.close or conn.our_state is not h11.DONE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return  # the client will not keep the connection alive
+
+    async def _read_request(self, ex: _Exchange) -> Request | None:
+        """Read one request (head and body) or None when the peer closed."""
+        event = await ex.next_event()
+        if not isinstance(event, h11.Request):
+            return None  # ConnectionClosed (or PAUSED after a close)
+        if len(event.headers) > MAX_HEADERS:
+            raise h11.RemoteProtocolError(f"more than {MAX_HEADERS} headers", 431)
+        request = Request.from_h11(event)
+        if request.websocket:
+            return request  # a GET handshake: no body to read
+        limit = self.config.limits.max_message_bytes
+        length = request.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ProtocolError(protocol.MESSAGE_TOO_LARGE, f"body longer than {limit} bytes")
+        body = bytearray()
+        while True:
+            event = await ex.next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > limit:
+                    raise ProtocolError(
+                        protocol.MESSAGE_TOO_LARGE, f"body longer than {limit} bytes"
+                    )
+            elif isinstance(event, h11.EndOfMessage):
+                request.body = bytes(body)
+                return request
+            else:
+                return None  # closed mid-body
+
+    async def _respond(self, ex: _Exchange, response: Response) -> None:
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *response.headers,
+        ]
+        if response.close:
+            headers.append((b"connection", b"close"))
+        with trio.move_on_after(self.config.write_timeout):
+            await ex.send(
+                h11.Response(
+                    status_code=response.status, headers=headers, reason=_reason(response.status)
+                ),
+                h11.Data(data=response.body),
+                h11.EndOfMessage(),
+            )
+
+    async def _refuse(self, ex: _Exchange, status: int | None, code: str, message: str) -> None:
+        """Answer a request we cannot serve, and close (h11 may not be able to
+        go on: the stream's position in the request is unknown)."""
+        response = error_response(code, message, status)
+        response.close = True
+        if ex.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        with trio.move_on_after(RESPONSE_WRITE_TIMEOUT):
+            try:
+                await self._respond(ex, response)
+            except h11.LocalProtocolError:
+                pass
+
+    async def _upgrade(self, ex: _Exchange, request: Request) -> None:
+        """Complete the WebSocket handshake and hand the connection over."""
+        problem = _handshake_problem(request)
+        if problem is not None:
+            await self._refuse(ex, 400, "bad_request", problem)
+            return
+        conn = ex.conn
+        # A GET with Upgrade: h11 reports the end of the (empty) body, then
+        # pauses for the protocol switch.
+        with trio.move_on_after(self.config.handshake_timeout):
+            event = await ex.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                event = await ex.next_event()
+            if event is not h11.PAUSED:
+                return
+            key = request.header(b"sec-websocket-key") or ""
+            await ex.send(
+                h11.InformationalResponse(
+                    status_code=101,
+                    headers=[
+                        (b"upgrade", b"websocket"),
+                        (b"connection", b"Upgrade"),
+                        (b"sec-websocket-accept", generate_accept_token(key.encode())),
+                    ],
+                    reason=b"Switching Protocols",
+                )
+            )
+        if conn.our_state is not h11.SWITCHED_PROTOCOL:
+            return  # the deadline passed mid-handshake
+        trailing, closed = conn.trailing_data
+        ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
+        if closed:
+            ws.receive_data(None)
+        limits = self.config.limits
+        transport = WsTransport(ex.stream, ws, ex.peer, limits.max_message_bytes)
+        if ex.refuse is not None:
+            await transport.close(ex.refuse, "connection limit reached")
+            return
+        events = query_events(request.target, limits.max_events_per_message)
+        await self._start_session(transport, events)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _handshake_problem(request: Request) -> str | None:
+    """Why a WebSocket opening handshake is not acceptable, or None."""
+    if request.method != "GET":
+        return "a WebSocket handshake is a GET request"
+    tokens = (request.header(b"connection") or "").lower().replace(" ", "").split(",")
+    if "upgrade" not in tokens:
+        return "a WebSocket handshake needs 'Connection: Upgrade'"
+    if not request.header(b"sec-websocket-key"):
+        return "a WebSocket handshake needs Sec-WebSocket-Key"
+    if (request.header(b"sec-websocket-version") or "").encode() != WEBSOCKET_VERSION:
+        return "only WebSocket version 13 is supported"
+    return None
+
+
+def query_events(target: str, limit: int) -> tuple[str, ...]:
+    """The events a WebSocket starts subscribed to, from its URL query.
+
+    ``/?events=a,b`` -> ("a", "b"); ``/?events=`` (empty) -> () (none: the
+    form for producers, which then have nothing to read); no ``events``
+    parameter -> ("*",) (every event).
+    """
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query, keep_blank_values=True)
+    if "events" not in query:
+        return (protocol.ALL_EVENTS,)
+    names = [n for value in query["events"] for n in value.split(",") if n]
+    return tuple(dict.fromkeys(names))[:limit]
