@@ -34,7 +34,8 @@ from wsproto.utilities import generate_accept_token
 from .. import protocol
 from ..config import Config
 from ..protocol import ProtocolError
-from .routes import Request, Response, error_response, route
+from ..ratelimit import TokenBucket
+from .routes import BAD_REQUEST, Request, Response, error_response, route
 from .ws import WsTransport
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,21 @@ StartSession = Callable[[WsTransport, tuple[str, ...]], Awaitable[None]]
 class _Exchange:
     """One connection's HTTP state while it is HTTP."""
 
-    stream: trio.SocketStream
+    stream: trio.abc.Stream
     peer: str
     refuse: str | None = None
     conn: h11.Connection = field(
         default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     )
+
+    _bucket: TokenBucket | None = None
+
+    def bucket(self, config: Config) -> TokenBucket:
+        """The connection's rate limit (made with its first routed request)."""
+        if self._bucket is None:
+            limits = config.limits
+            self._bucket = TokenBucket(limits.rate_per_second, limits.rate_burst)
+        return self._bucket
 
     async def next_event(self) -> Any:
         """The next h11 event, reading as needed; ConnectionClosed at EOF."""
@@ -79,7 +89,7 @@ class _Exchange:
                 data = await self.stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
 
     async def send(self, *events: Any) -> None:
         data = b"".join(self.conn.send(e) or b"" for e in events)
@@ -95,24 +105,27 @@ class FrontDoor:
         #: What route handlers may use (the server: hub, config, storage...).
         self.app = app
 
-    async def serve(
-        self, stream: trio.SocketStream, peer: str, *, refuse: str | None = None
-    ) -> None:
+    async def serve(self, stream: trio.abc.Stream, peer: str, *, refuse: str | None = None) -> None:
         """Serve one connection until it closes; never raises for the peer's sake.
 
         With ``refuse`` (an error code: ``too_many_connections``), the first
         request is only answered with that error: a 503 for HTTP, a close
         frame (1013) right after the handshake for a WebSocket.
         """
-        ex = _Exchange(stream, peer, refuse=refuse)
         try:
-            await self._serve(ex)
+            # No reference to the HTTP state (h11's buffers, the request)
+            # outlives _serve: a WebSocket's session runs without it.
+            handoff = await self._serve(_Exchange(stream, peer, refuse=refuse))
+            if handoff is not None:
+                await self._start_session(*handoff)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await stream.aclose()
 
-    async def _serve(self, ex: _Exchange) -> None:
+    async def _serve(self, ex: _Exchange) -> tuple[WsTransport, tuple[str, ...]] | None:
+        """Answer HTTP requests until the connection ends or turns into a
+        WebSocket: then the transport and its initial events."""
         conn, timeout = ex.conn, self.config.handshake_timeout
         for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
             request: Request | None = None
@@ -120,29 +133,30 @@ class FrontDoor:
                 try:
                     request = await self._read_request(ex)
                 except h11.RemoteProtocolError as exc:
-                    await self._refuse(ex, exc.error_status_hint, "bad_request", str(exc))
-                    return
+                    await self._refuse(ex, exc.error_status_hint, BAD_REQUEST, str(exc))
+                    return None
                 except ProtocolError as exc:
                     await self._refuse(ex, None, exc.code, exc.message)
-                    return
+                    return None
             if request is None:
-                return  # closed, or the deadline passed (slowloris): cut
+                return None  # closed, or the deadline passed (slowloris): cut
             if request.websocket:
-                await self._upgrade(ex, request)
-                return
+                return await self._upgrade(ex, request)
             if ex.refuse is not None:
                 await self._refuse(ex, None, ex.refuse, "connection limit reached")
-                return
+                return None
+            request.bucket = ex.bucket(self.config)
             response = await route(self.app, request)
             if served == MAX_REQUESTS_PER_CONNECTION:
                 response.close = True
             await self._respond(ex, response)
             if response.close or conn.our_state is not h11.DONE:
-                return
+                return None
             try:
                 conn.start_next_cycle()
             except h11.LocalProtocolError:
-                return  # the client will not keep the connection alive
+                return None  # the client will not keep the connection alive
+        return None
 
     async def _read_request(self, ex: _Exchange) -> Request | None:
         """Read one request (head and body) or None when the peer closed."""
@@ -203,12 +217,14 @@ class FrontDoor:
             except h11.LocalProtocolError:
                 pass
 
-    async def _upgrade(self, ex: _Exchange, request: Request) -> None:
+    async def _upgrade(
+        self, ex: _Exchange, request: Request
+    ) -> tuple[WsTransport, tuple[str, ...]] | None:
         """Complete the WebSocket handshake and hand the connection over."""
         problem = _handshake_problem(request)
         if problem is not None:
-            await self._refuse(ex, 400, "bad_request", problem)
-            return
+            await self._refuse(ex, 400, BAD_REQUEST, problem)
+            return None
         conn = ex.conn
         # A GET with Upgrade: h11 reports the end of the (empty) body, then
         # pauses for the protocol switch.
@@ -217,7 +233,7 @@ class FrontDoor:
             if isinstance(event, h11.EndOfMessage):
                 event = await ex.next_event()
             if event is not h11.PAUSED:
-                return
+                return None
             key = request.header(b"sec-websocket-key") or ""
             await ex.send(
                 h11.InformationalResponse(
@@ -231,7 +247,7 @@ class FrontDoor:
                 )
             )
         if conn.our_state is not h11.SWITCHED_PROTOCOL:
-            return  # the deadline passed mid-handshake
+            return None  # the deadline passed mid-handshake
         trailing, closed = conn.trailing_data
         ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
         if closed:
@@ -240,9 +256,8 @@ class FrontDoor:
         transport = WsTransport(ex.stream, ws, ex.peer, limits.max_message_bytes)
         if ex.refuse is not None:
             await transport.close(ex.refuse, "connection limit reached")
-            return
-        events = query_events(request.target, limits.max_events_per_message)
-        await self._start_session(transport, events)
+            return None
+        return transport, query_events(request.target, limits.max_events_per_message)
 
 
 def _reason(status: int) -> bytes:

@@ -12,7 +12,6 @@ object; the HTTP status comes from the code, in one table
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ import h11
 
 from .. import protocol
 from ..protocol import ProtocolError
+from ..ratelimit import TokenBucket
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -68,6 +68,9 @@ class Request:
     body: bytes = b""
     #: An ``Upgrade: websocket`` request (handled before routing).
     websocket: bool = False
+    #: The connection's rate limit (messages per second, as on the other
+    #: transports); set by the front door before routing.
+    bucket: TokenBucket | None = None
 
     @classmethod
     def from_h11(cls, event: h11.Request) -> Request:
@@ -153,6 +156,11 @@ async def publish(app: Any, request: Request) -> Response:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or token.strip() != expected:
             return error_response(protocol.FORBIDDEN, "publishing needs a valid token")
+    if request.bucket is not None and not request.bucket.take():
+        return error_response(
+            protocol.RATE_LIMITED,
+            f"more than {config.limits.rate_per_second:g} requests per second on this connection",
+        )
     try:
         protocol.check_event_name(event, config.limits, allow_all=False)
         if not hub.is_known(event):
@@ -179,8 +187,10 @@ def _fields(request: Request, limits: Any) -> dict[str, Any]:
     if ctype == "application/json" or (not ctype and text.lstrip().startswith("{")):
         obj = protocol.load_object(text, limits)
     else:
-        # Text: checked as the JSON string it becomes.
-        obj = protocol.load_object(json.dumps({"message": text}), limits)
+        # Text (already within the size limit, and valid UTF-8).
+        if "\x00" in text:
+            raise ProtocolError(protocol.NUL_BYTE, "NUL characters are not allowed")
+        obj = {"message": text}
     # As in seed form: the event is the path's, and the token never reaches
     # subscribers.
     obj.pop("type", None)

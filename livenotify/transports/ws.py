@@ -118,7 +118,7 @@ class WsTransport:
     probes = True
 
     def __init__(
-        self, stream: trio.SocketStream, conn: Connection, peer: str, max_message_bytes: int
+        self, stream: trio.abc.Stream, conn: Connection, peer: str, max_message_bytes: int
     ) -> None:
         self._stream = stream
         self._conn = conn
@@ -167,7 +167,7 @@ class WsTransport:
                 data = await self._stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            conn.receive_data(data or None)
+            conn.receive_data(bytes(data) or None)
 
     def _assemble(self, event: TextMessage | BytesMessage) -> str | ProtocolError | None:
         """Add a frame's data to the message; the message once it is whole."""
@@ -293,4 +293,4 @@ class WsTransport:
             if not data:
                 return
             drained += len(data)
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
