@@ -111,7 +111,7 @@ class WsTransport:
     """An open WebSocket connection on the front door's port."""
 
     __slots__ = (
-        "_conn", "_fail", "_limit", "_lock", "_parts", "_ping", "_raw", "_size", "_stream",
+        "_conn", "_fail", "_gone", "_limit", "_lock", "_parts", "_ping", "_raw", "_size", "_stream",
         "dirty", "peer",
     )  # fmt: skip
     kind = "ws"
@@ -134,6 +134,8 @@ class WsTransport:
         self._ping: tuple[bytes, PongWaiter] | None = None
         #: Close code for a protocol violation of the peer (the reason we end).
         self._fail: tuple[int, str] | None = None
+        #: A write found the peer gone (reset, broken pipe): see send_all.
+        self._gone = False
 
     # -- reading -------------------------------------------------------------
 
@@ -214,6 +216,8 @@ class WsTransport:
         # A control frame is being written (the lock is held), or we closed.
         if self.dirty or lock.locked() or self._conn.state is not ConnectionState.OPEN:
             return None
+        if self._gone:
+            return len(data)  # dropped: see send_all
         sent = raw_send(self._raw, data)
         if sent and sent < len(data):
             # Part of a frame is out: nothing else may be written until the
@@ -225,14 +229,26 @@ class WsTransport:
     async def send_all(self, data: bytes) -> None:
         """Write under the stream lock. ``dirty`` means we already hold it
         (a frame's tail is due); after a failed or cancelled write it stays
-        held and ``dirty`` stays set, until :meth:`close`."""
+        held and ``dirty`` stays set, until :meth:`close`.
+
+        A peer that is gone ends the connection through the reader, not
+        here: what it sent before it went (a producer's burst, then a reset
+        because it left our replies unread) is still in the kernel's receive
+        queue, and the reader takes all of it before it meets the end. So
+        writes are dropped from then on, and TransportClosed is only raised
+        for a stream we closed ourselves.
+        """
+        if self._gone:
+            return
         lock = self._lock
         if not self.dirty:
             await lock.acquire()
             self.dirty = True
         try:
             await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except trio.BrokenResourceError:
+            self._gone = True
+        except trio.ClosedResourceError as exc:
             raise TransportClosed(str(exc)) from None
         self.dirty = False
         lock.release()
@@ -255,6 +271,9 @@ class WsTransport:
 
     async def close(self, reason: str, message: str) -> None:
         conn = self._conn
+        if self._gone:
+            await self._stream.aclose()
+            return
         if self.dirty:
             # A frame was cut off mid-write: no close frame can follow it.
             # Then let whoever waits for the lock meet the closed stream.
@@ -281,6 +300,25 @@ class WsTransport:
         closing a socket with unread data would reset the connection and
         could cost the peer our close frame."""
         conn, drained = self._conn, 0
+        if self._fail is not None:
+            # After a protocol violation the stream cannot be parsed: say
+            # we are done (FIN) and take whatever comes until the peer's EOF.
+            stream = self._stream
+            if not isinstance(stream, trio.abc.HalfCloseableStream):
+                return
+            try:
+                await stream.send_eof()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            while drained < CLOSE_DRAIN_BYTES:
+                try:
+                    data = await self._stream.receive_some(RECEIVE_CHUNK)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return
+                drained += len(data)
+            return
         while conn.state is ConnectionState.LOCAL_CLOSING and drained < CLOSE_DRAIN_BYTES:
             for _event in conn.events():
                 pass
