@@ -65,6 +65,8 @@ class _Exchange:
     stream: trio.abc.Stream
     peer: str
     refuse: str | None = None
+    #: The method of the request being answered (a HEAD response has no body).
+    method: bytes = b""
     conn: h11.Connection = field(
         default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     )
@@ -163,6 +165,7 @@ class FrontDoor:
         event = await ex.next_event()
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed (or PAUSED after a close)
+        ex.method = event.method
         if len(event.headers) > MAX_HEADERS:
             raise h11.RemoteProtocolError(f"more than {MAX_HEADERS} headers", 431)
         request = Request.from_h11(event)
@@ -200,7 +203,7 @@ class FrontDoor:
                 h11.Response(
                     status_code=response.status, headers=headers, reason=_reason(response.status)
                 ),
-                h11.Data(data=response.body),
+                *([] if ex.method == b"HEAD" else [h11.Data(data=response.body)]),
                 h11.EndOfMessage(),
             )
 

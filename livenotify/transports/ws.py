@@ -112,7 +112,7 @@ class WsTransport:
 
     __slots__ = (
         "_conn", "_fail", "_gone", "_limit", "_lock", "_parts", "_ping", "_raw", "_size", "_stream",
-        "dirty", "peer",
+        "_tail", "dirty", "peer",
     )  # fmt: skip
     kind = "ws"
     probes = True
@@ -136,6 +136,9 @@ class WsTransport:
         self._fail: tuple[int, str] | None = None
         #: A write found the peer gone (reset, broken pipe): see send_all.
         self._gone = False
+        #: A direct write left part of a frame unsent and took the lock for
+        #: the writer task, whose next send_all starts with the rest.
+        self._tail = False
 
     # -- reading -------------------------------------------------------------
 
@@ -222,14 +225,15 @@ class WsTransport:
         if sent and sent < len(data):
             # Part of a frame is out: nothing else may be written until the
             # writer task has sent the rest (send_all releases the lock).
-            self.dirty = True
+            self.dirty = self._tail = True
             lock.hold()
         return sent
 
     async def send_all(self, data: bytes) -> None:
-        """Write under the stream lock. ``dirty`` means we already hold it
-        (a frame's tail is due); after a failed or cancelled write it stays
-        held and ``dirty`` stays set, until :meth:`close`.
+        """The writer task's write, under the stream lock (which it already
+        holds when ``data`` starts with a frame's unsent tail). After a
+        failed or cancelled write the lock stays held and ``dirty`` stays
+        set, until :meth:`close`.
 
         A peer that is gone ends the connection through the reader, not
         here: what it sent before it went (a producer's burst, then a reset
@@ -238,12 +242,26 @@ class WsTransport:
         writes are dropped from then on, and TransportClosed is only raised
         for a stream we closed ourselves.
         """
+        if self._tail:
+            self._tail = False  # the lock is ours already
+        else:
+            await self._lock.acquire()
+        await self._locked_write(data)
+
+    async def _send_control(self, data: bytes) -> None:
+        """A pong or close frame, in order with the data frames: after the
+        frame being written, never inside it."""
+        await self._lock.acquire()
+        try:
+            await self._locked_write(data)
+        except TransportClosed:
+            pass  # the next read meets the end of the stream
+
+    async def _locked_write(self, data: bytes) -> None:
         if self._gone:
+            self._lock.release()
             return
-        lock = self._lock
-        if not self.dirty:
-            await lock.acquire()
-            self.dirty = True
+        self.dirty = True
         try:
             await self._stream.send_all(data)
         except trio.BrokenResourceError:
@@ -251,14 +269,7 @@ class WsTransport:
         except trio.ClosedResourceError as exc:
             raise TransportClosed(str(exc)) from None
         self.dirty = False
-        lock.release()
-
-    async def _send_control(self, data: bytes) -> None:
-        """A pong or close frame, in order with the data frames."""
-        try:
-            await self.send_all(data)
-        except TransportClosed:
-            pass  # the next read meets the end of the stream
+        self._lock.release()
 
     def ping_frame(self, waiter: PongWaiter) -> bytes | None:
         if self._conn.state is not ConnectionState.OPEN:
