@@ -9,7 +9,11 @@ address.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import re
 import socket
 import struct
 import time
@@ -17,11 +21,14 @@ from contextlib import ExitStack
 
 import psutil
 import pytest
+import trio
+import trio.testing
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from livenotify.admission import Admission, address_key
 from livenotify.config import Limits
+from livenotify.listeners import AcceptLoop
 from tests.helpers import LineClient, running_server
 
 FLOOD = 3000
@@ -135,3 +142,36 @@ def test_per_address_cap_over_ipv6_loopback() -> None:
         assert c.recv()["code"] == "too_many_connections"
         for x in (a, b, c):
             x.close()
+
+
+class _FullTable:
+    """A listener whose every accept() meets a full descriptor table."""
+
+    accepts = 0
+
+    async def accept(self) -> trio.SocketStream:
+        self.accepts += 1
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+async def test_emfile_is_logged_at_most_once_per_interval(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = _FullTable()
+
+    async def never(stream: trio.SocketStream) -> None:
+        raise AssertionError("nothing is accepted")
+
+    loop = AcceptLoop(never, "ws")
+    caplog.set_level(logging.ERROR, logger="livenotify.listeners")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.serve, [listener], nursery)
+        await trio.sleep(35)
+        nursery.cancel_scope.cancel()
+    lines = [r for r in caplog.records if "accept" in r.getMessage()]
+    # ~350 failed accepts (one per 0.1 s back-off), 4 lines (t=0, 10, 20, 30).
+    assert listener.accepts > 300
+    assert len(lines) == 4, [r.getMessage() for r in lines]
+    assert "Too many open files" in lines[2].getMessage()
+    assert re.search(r"\b(99|100|101) times", lines[2].getMessage())
