@@ -111,6 +111,20 @@ def test_curl_publish_reaches_every_subscriber() -> None:
         tcp.close()
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_expect_gets_100_continue(server: ServerProcess) -> None:
+    # curl (and others) may ask "Expect: 100-continue" before a body; without
+    # an answer curl waits --expect100-timeout (30 s, past --max-time).
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--expect100-timeout", "30",
+         "-H", f"Authorization: Bearer {TOKEN}", "-H", "Content-Type: text/plain",
+         "-H", "Expect: 100-continue",
+         "--data-binary", "z" * 1500, f"localhost:{server.ws_port}/publish/furniture_updated"],
+        capture_output=True, timeout=20, check=True,
+    )  # fmt: skip
+    assert json.loads(out.stdout)["type"] == "published"
+
+
 def test_publish_json_and_text(server: ServerProcess) -> None:
     ws, tcp = ws_subscriber(server.ws_port), tcp_subscriber(server.tcp_port)
     body = json.dumps({"furniture": {"name": "chair"}, "type": "ignored", "token": "x"})

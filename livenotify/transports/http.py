@@ -51,6 +51,10 @@ MAX_HEADERS = 100
 MAX_REQUESTS_PER_CONNECTION = 1000
 #: How long an error response may take to write before we hang up.
 RESPONSE_WRITE_TIMEOUT = 2.0
+#: After an error answer, how long and how much we read (and discard) of
+#: what the client is still sending, so that it sees the answer.
+LINGER_TIMEOUT = 1.0
+LINGER_BYTES = 256 * 1024
 #: The WebSocket protocol version we speak (RFC 6455).
 WEBSOCKET_VERSION = b"13"
 
@@ -122,6 +126,10 @@ class FrontDoor:
                 await self._start_session(*handoff)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:
+            # One connection's bug must not reach the shared nursery (and
+            # take every other client down): log it and close this one.
+            log.exception("front door %s failed", peer)
         finally:
             await stream.aclose()
 
@@ -175,6 +183,9 @@ class FrontDoor:
         length = request.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise ProtocolError(protocol.MESSAGE_TOO_LARGE, f"body longer than {limit} bytes")
+        if ex.conn.they_are_waiting_for_100_continue:
+            # curl asks before sending a body over 1 KiB.
+            await ex.send(h11.InformationalResponse(status_code=100, headers=[]))
         body = bytearray()
         while True:
             event = await ex.next_event()
@@ -218,7 +229,8 @@ class FrontDoor:
             try:
                 await self._respond(ex, response)
             except h11.LocalProtocolError:
-                pass
+                return
+            await _linger(ex.stream)
 
     async def _upgrade(
         self, ex: _Exchange, request: Request
@@ -296,3 +308,22 @@ def query_events(target: str, limit: int) -> tuple[str, ...]:
         return (protocol.ALL_EVENTS,)
     names = [n for value in query["events"] for n in value.split(",") if n]
     return tuple(dict.fromkeys(names))[:limit]
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close, then take what the client is still sending (the rest of
+    a refused body) until its EOF, within bounds: closing with unread data
+    would reset the connection, and the client could lose our answer."""
+    if not isinstance(stream, trio.abc.HalfCloseableStream):
+        return
+    drained = 0
+    with trio.move_on_after(LINGER_TIMEOUT):
+        try:
+            await stream.send_eof()
+            while drained < LINGER_BYTES:
+                data = await stream.receive_some(RECEIVE_CHUNK)
+                if not data:
+                    return
+                drained += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
