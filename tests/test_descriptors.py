@@ -35,7 +35,7 @@ FLOOD = 3000
 
 
 def fd_count(pid: int) -> int:
-    return psutil.Process(pid).num_fds()
+    return int(psutil.Process(pid).num_fds())
 
 
 def _abrupt(sock: socket.socket) -> None:

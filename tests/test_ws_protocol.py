@@ -5,10 +5,14 @@ Raw sockets, so that the client side does exactly what each test says."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import socket
 import struct
+import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +21,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from tests.helpers import ServerProcess, running_server
+from tests.helpers import LineClient, ServerProcess, running_server
 
 MAX_MESSAGE = 1024
 HANDSHAKE = (
@@ -182,7 +186,29 @@ def test_empty_events_query_means_none(server: ServerProcess) -> None:
 BURST = 3000
 
 
-@pytest.mark.parametrize("producer_kind", ["library", "raw-no-events", "raw-star-abrupt"])
+def wait_sent(sock: socket.socket, timeout: float = 20.0) -> None:
+    """Until the kernel's send queue for ``sock`` is empty (Linux TIOCOUTQ)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if queued == 0:
+            return
+        assert time.monotonic() < deadline, f"{queued} bytes still unsent"
+        time.sleep(0.01)  # polling a kernel counter, bounded by the deadline
+
+
+@pytest.mark.parametrize(
+    "producer_kind",
+    [
+        "library",
+        "raw-no-events",
+        "raw-star-abrupt",
+        pytest.param(
+            "raw-star-reset",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="TIOCOUTQ"),
+        ),
+    ],
+)
 def test_producer_burst_then_close_loses_nothing(producer_kind: str) -> None:
     """Issue 13.9: a producer that closes right after a burst."""
     with running_server("--rate-limit", "0", "--queue-size", str(BURST * 2)) as srv:
@@ -196,13 +222,28 @@ def test_producer_burst_then_close_loses_nothing(producer_kind: str) -> None:
 
         reader = threading.Thread(target=read)
         reader.start()
+        # "raw-star-reset": another publisher's notifications reach the
+        # producer (subscribed to "*"), which never reads them, so its close
+        # is a reset, and the server's writes to it then fail.
+        stop = threading.Event()
+        other = LineClient("127.0.0.1", srv.tcp_port)
+        assert other.recv()["type"] == "welcome"
+
+        def publish_others() -> None:
+            while not stop.is_set():
+                other.send_line('{"type":"furniture_deleted"}')
+                stop.wait(0.002)  # pacing, not synchronisation
+
+        others = threading.Thread(target=publish_others)
+        if producer_kind == "raw-star-reset":
+            others.start()
         messages = [json.dumps({"type": "furniture_created", "seq": i}) for i in range(BURST)]
         if producer_kind == "library":
             # A client library that reads in the background and closes
             # with a close handshake, connected as the seeds do (to "*").
-            with connect(f"ws://127.0.0.1:{srv.ws_port}/") as producer:
+            with connect(f"ws://127.0.0.1:{srv.ws_port}/") as library:
                 for text in messages:
-                    producer.send(text)
+                    library.send(text)
         else:
             path = "/?events=" if producer_kind == "raw-no-events" else "/"
             producer = welcomed(srv.ws_port, path)
@@ -212,7 +253,18 @@ def test_producer_burst_then_close_loses_nothing(producer_kind: str) -> None:
                 producer.sock.shutdown(socket.SHUT_WR)
                 while producer.sock.recv(65536):
                     pass
-            producer.sock.close()  # nothing unread: a FIN, so nothing is lost
+            if producer_kind == "raw-star-reset":
+                # Wait until something unread is there, so the close is a
+                # reset; and until the producer's kernel has sent the whole
+                # burst (a reset discards what it still holds, which no
+                # server can keep).
+                assert select.select([producer.sock], [], [], 10)[0]
+                wait_sent(producer.sock)
+            producer.sock.close()
         reader.join(60)
+        stop.set()
+        if others.is_alive():
+            others.join(10)
+        other.close()
         sub.close()
         assert got == list(range(BURST))

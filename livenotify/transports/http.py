@@ -35,7 +35,7 @@ from .. import protocol
 from ..config import Config
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
-from .routes import BAD_REQUEST, Request, Response, error_response, route
+from .routes import BAD_REQUEST, App, Request, Response, error_response, route
 from .ws import WsTransport
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class _Exchange:
 class FrontDoor:
     """Serves connections on the WebSocket port (see the module docstring)."""
 
-    def __init__(self, config: Config, start_session: StartSession, app: Any) -> None:
+    def __init__(self, config: Config, start_session: StartSession, app: App) -> None:
         self.config = config
         self._start_session = start_session
         #: What route handlers may use (the server: hub, config, storage...).

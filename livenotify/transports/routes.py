@@ -1,6 +1,7 @@
 """The front door's HTTP routes: one table from method and path to a handler.
 
-To add an endpoint, write ``async def handler(app, request) -> Response``
+To add an endpoint, write ``async def handler(app: App, request: Request)
+-> Response`` (``app`` is the running server: its hub, config...)
 and add one :class:`Route` line to :data:`ROUTES` (a path ending in ``/``
 with ``prefix=True`` matches everything under it, as ``/publish/<event>``
 does). A WebSocket upgrade never gets here: :mod:`.http` takes it first.
@@ -16,7 +17,7 @@ import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import h11
 
@@ -25,7 +26,16 @@ from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..hub import Hub
+
+
+class App(Protocol):
+    """What handlers may use of the running server (:class:`~livenotify.server.Server`)."""
+
+    config: Config
+    hub: Hub
+
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +130,7 @@ def error_response(code: str, message: str, status: int | None = None) -> Respon
 
 # -- handlers ----------------------------------------------------------------
 
-Handler = Callable[[Any, Request], Awaitable[Response]]
+Handler = Callable[["App", Request], Awaitable[Response]]
 
 _PLACEHOLDER = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>livenotify</title></head>
@@ -131,22 +141,21 @@ TCP port. See docs/protocol.md.</p></body></html>
 """
 
 
-async def page(app: Any, request: Request) -> Response:
+async def page(app: App, request: Request) -> Response:
     """``GET /``: a placeholder until the web page exists."""
     return Response(200, _PLACEHOLDER, HTML)
 
 
-async def health(app: Any, request: Request) -> Response:
+async def health(app: App, request: Request) -> Response:
     """``GET /health``: 200 while the process serves."""
     return json_response({"status": "ok"})
 
 
-async def publish(app: Any, request: Request) -> Response:
+async def publish(app: App, request: Request) -> Response:
     """``POST /publish/<event>``: the body (a JSON object's fields, or text
     as ``message``) to every subscriber of the event, as a seed-form message
     from a WebSocket or TCP client would be."""
-    hub: Hub = app.hub
-    config = hub.config
+    hub, config = app.hub, app.config
     event = request.path[len("/publish/") :]
     expected = config.publish_token
     if expected is not None:
@@ -218,7 +227,7 @@ ROUTES: list[Route] = [
 ]
 
 
-async def route(app: Any, request: Request) -> Response:
+async def route(app: App, request: Request) -> Response:
     """Answer ``request`` from :data:`ROUTES`: 404 for an unknown path, 405
     for a known path with another method."""
     method = request.method
