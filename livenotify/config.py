@@ -49,6 +49,13 @@ class Limits:
     #: this, so storage, logs and refusing a connection with
     #: ``too_many_connections`` always have a descriptor.
     fd_reserve: int = 64
+    #: HTTP on the front door (new): a request head (request line and
+    #: headers) larger than this, or with more headers, is refused with 431
+    #: (browsers and curl send well under 8 KiB); a kept-alive connection is
+    #: closed after this many requests.
+    max_http_head_bytes: int = 16 * 1024
+    max_http_headers: int = 100
+    max_requests_per_connection: int = 1000
     #: Token bucket per connection: sustained messages per second and burst.
     rate_per_second: float = 200.0
     rate_burst: int = 400

@@ -14,8 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from websockets.sync.client import connect
 
+from livenotify.config import Config, Limits
+from livenotify.hub import Hub
+from livenotify.transports.http import FrontDoor
+from livenotify.transports.ws import WsTransport
 from tests.helpers import LineClient, ServerProcess, running_server
 
 TOKEN = "s3cret"
@@ -252,3 +258,27 @@ def test_bad_websocket_handshake_is_400(server: ServerProcess) -> None:
         data = read_until_close(s)
     assert data.startswith(b"HTTP/1.1 400 ")
     assert b"Sec-WebSocket-Key" in data
+
+
+async def test_keep_alive_cap_closes_after_the_last_request() -> None:
+    # In process (the cap is not a flag): three pipelined requests, a cap of 2.
+    config = Config(limits=Limits(max_requests_per_connection=2))
+
+    class App:
+        hub = Hub(config)
+
+    async def no_session(transport: WsTransport, events: tuple[str, ...]) -> None:
+        raise AssertionError("no WebSocket here")
+
+    door = FrontDoor(config, no_session, App())  # type: ignore[arg-type]
+    client, server = trio.testing.memory_stream_pair()
+    out = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(door.serve, server, "test:1")
+        await client.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        with trio.fail_after(10):
+            while chunk := await client.receive_some():
+                out += chunk
+    assert out.count(b"HTTP/1.1 200 OK") == 2
+    second = out.split(b"HTTP/1.1 200 OK")[2]
+    assert b"connection: close" in second.lower()

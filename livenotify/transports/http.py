@@ -5,15 +5,15 @@ websocket`` (on any path: the seeds connect to ``/``) is the WebSocket
 opening handshake: answered with 101, after which the connection belongs to
 a :class:`~livenotify.transports.ws.WsTransport` and a session. Any other
 request is routed by :mod:`.routes` (the route table) and answered; the
-connection is kept alive for up to :data:`MAX_REQUESTS_PER_CONNECTION`
+connection is kept alive for up to ``Limits.max_requests_per_connection``
 requests.
 
 Limits: the request head (and, for a WebSocket, the whole handshake) must
 arrive within ``--handshake-timeout``, and so must each further request on
 a kept-alive connection; a request body within the same time again (a
 request that never completes is cut: slowloris); the head is bounded in
-bytes (:data:`MAX_HEAD_BYTES`) and header count (:data:`MAX_HEADERS`), the
-body by ``--max-message-bytes`` (413).
+bytes and header count (``Limits.max_http_head_bytes`` and
+``max_http_headers``: 431), the body by ``--max-message-bytes`` (413).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import http
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import h11
@@ -42,13 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Bytes asked of the socket per read while parsing HTTP.
 RECEIVE_CHUNK = 16 * 1024
-#: A request head (request line and headers) larger than this is refused
-#: with 431: browsers and curl send well under 8 KiB.
-MAX_HEAD_BYTES = 16 * 1024
-#: More headers than this is refused with 431 (each one costs a tuple).
-MAX_HEADERS = 100
-#: Requests served on one kept-alive connection before it is closed.
-MAX_REQUESTS_PER_CONNECTION = 1000
 #: How long an error response may take to write before we hang up.
 RESPONSE_WRITE_TIMEOUT = 2.0
 #: After an error answer, how long and how much we read (and discard) of
@@ -68,12 +61,10 @@ class _Exchange:
 
     stream: trio.abc.Stream
     peer: str
+    conn: h11.Connection
     refuse: str | None = None
     #: The method of the request being answered (a HEAD response has no body).
     method: bytes = b""
-    conn: h11.Connection = field(
-        default_factory=lambda: h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-    )
 
     _bucket: TokenBucket | None = None
 
@@ -121,7 +112,10 @@ class FrontDoor:
         try:
             # No reference to the HTTP state (h11's buffers, the request)
             # outlives _serve: a WebSocket's session runs without it.
-            handoff = await self._serve(_Exchange(stream, peer, refuse=refuse))
+            conn = h11.Connection(
+                h11.SERVER, max_incomplete_event_size=self.config.limits.max_http_head_bytes
+            )
+            handoff = await self._serve(_Exchange(stream, peer, conn, refuse=refuse))
             if handoff is not None:
                 await self._start_session(*handoff)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -137,7 +131,8 @@ class FrontDoor:
         """Answer HTTP requests until the connection ends or turns into a
         WebSocket: then the transport and its initial events."""
         conn, timeout = ex.conn, self.config.handshake_timeout
-        for served in range(1, MAX_REQUESTS_PER_CONNECTION + 1):
+        cap = self.config.limits.max_requests_per_connection
+        for served in range(1, cap + 1):
             request: Request | None = None
             with trio.move_on_after(timeout):
                 try:
@@ -157,7 +152,7 @@ class FrontDoor:
                 return None
             request.bucket = ex.bucket(self.config)
             response = await route(self.app, request)
-            if served == MAX_REQUESTS_PER_CONNECTION:
+            if served == cap:
                 response.close = True
             await self._respond(ex, response)
             if response.close or conn.our_state is not h11.DONE:
@@ -174,8 +169,9 @@ class FrontDoor:
         if not isinstance(event, h11.Request):
             return None  # ConnectionClosed (or PAUSED after a close)
         ex.method = event.method
-        if len(event.headers) > MAX_HEADERS:
-            raise h11.RemoteProtocolError(f"more than {MAX_HEADERS} headers", 431)
+        max_headers = self.config.limits.max_http_headers
+        if len(event.headers) > max_headers:
+            raise h11.RemoteProtocolError(f"more than {max_headers} headers", 431)
         request = Request.from_h11(event)
         if request.websocket:
             return request  # a GET handshake: no body to read
