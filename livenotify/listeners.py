@@ -147,6 +147,34 @@ def descriptors_in_use() -> int:
         return 64
 
 
+class Throttle:
+    """Log lines for a recurring event: the first ``burst`` in each
+    ``interval`` seconds, then silence until the next interval, whose first
+    line reports how many occurrences went unlogged."""
+
+    __slots__ = ("_burst", "_interval", "_logged", "_start", "_suppressed")
+
+    def __init__(self, interval: float, burst: int = 1) -> None:
+        self._interval = interval
+        self._burst = burst
+        self._start = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def due(self) -> int | None:
+        """Count one occurrence: None to stay quiet, else how many went
+        unlogged before this one (to report with it)."""
+        now = trio.current_time()
+        if now - self._start >= self._interval:
+            self._start, self._logged = now, 0
+        if self._logged >= self._burst:
+            self._suppressed += 1
+            return None
+        self._logged += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
 class AcceptLoop:
     """Accepts on listening sockets and starts a handler task per connection.
 
@@ -157,8 +185,7 @@ class AcceptLoop:
     def __init__(self, handler: Callable[[trio.SocketStream], Awaitable[None]], name: str) -> None:
         self._handler = handler
         self._name = name
-        self._last_log = -math.inf
-        self._unreported = 0
+        self._throttle = Throttle(CAPACITY_LOG_INTERVAL)
 
     async def serve(
         self,
@@ -186,12 +213,9 @@ class AcceptLoop:
             handler_nursery.start_soon(self._handler, stream)
 
     def _capacity_error(self, exc: OSError) -> None:
-        self._unreported += 1
-        now = trio.current_time()
-        if now - self._last_log >= CAPACITY_LOG_INTERVAL:
+        unlogged = self._throttle.due()
+        if unlogged is not None:
             log.error(
-                "%s accept: %s (%d times in the last %.0fs); retrying",
-                self._name, os.strerror(exc.errno or 0), self._unreported, CAPACITY_LOG_INTERVAL,
+                "%s accept: %s (and %d more times since the last such line); retrying",
+                self._name, os.strerror(exc.errno or 0), unlogged,
             )  # fmt: skip
-            self._last_log = now
-            self._unreported = 0

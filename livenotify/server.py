@@ -21,6 +21,7 @@ from .console import Console
 from .hub import Hub
 from .listeners import (
     AcceptLoop,
+    Throttle,
     bound_addresses,
     client_ip,
     descriptors_in_use,
@@ -36,6 +37,11 @@ from .transports import TcpTransport, WsTransport
 from .transports.http import FrontDoor
 
 log = logging.getLogger(__name__)
+
+#: At most REFUSAL_LOG_BURST "refuse ... too_many_connections" lines per
+#: REFUSAL_LOG_INTERVAL seconds.
+REFUSAL_LOG_INTERVAL = 1.0
+REFUSAL_LOG_BURST = 10
 
 
 class Server:
@@ -56,6 +62,7 @@ class Server:
         self._drained = trio.Event()
         self._accept_scope = trio.CancelScope()
         self.front_door = FrontDoor(config, self._start_ws_session, self)
+        self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_BURST)
 
     def request_shutdown(self, why: str) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -203,6 +210,13 @@ class Server:
             return None  # reset before we got to it (ENOTCONN)
         return client_ip(str(sockaddr[0])), format_address(sockaddr)
 
+    def _log_refusal(self, kind: str, peer: str) -> None:
+        # A few lines per second at most: a flood must not flood the log too.
+        unlogged = self._refusal_log.due()
+        if unlogged is not None:
+            more = f" ({unlogged} more refused unlogged)" if unlogged else ""
+            log.warning("refuse %s %s: too_many_connections%s", kind, peer, more)
+
     def _refusal_allowed(self) -> bool:
         """Whether a refused connection may take a descriptor from the
         reserve to be told why; otherwise it is closed at once."""
@@ -224,7 +238,7 @@ class Server:
             self.admission.release(ip)
 
     async def _refuse_tcp(self, stream: trio.SocketStream, peer: str) -> None:
-        log.warning("refuse tcp %s: too_many_connections", peer)
+        self._log_refusal("tcp", peer)
         if not self._refusal_allowed():
             await stream.aclose()
             return
@@ -254,7 +268,7 @@ class Server:
             finally:
                 self.admission.release(ip)
             return
-        log.warning("refuse ws %s: too_many_connections", peer)
+        self._log_refusal("ws", peer)
         if not self._refusal_allowed():
             await stream.aclose()
             return
