@@ -112,10 +112,7 @@ class FrontDoor:
         try:
             # No reference to the HTTP state (h11's buffers, the request)
             # outlives _serve: a WebSocket's session runs without it.
-            conn = h11.Connection(
-                h11.SERVER, max_incomplete_event_size=self.config.limits.max_http_head_bytes
-            )
-            handoff = await self._serve(_Exchange(stream, peer, conn, refuse=refuse))
+            handoff = await self._serve(_Exchange(stream, peer, self._http(), refuse=refuse))
             if handoff is not None:
                 await self._start_session(*handoff)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -126,6 +123,10 @@ class FrontDoor:
             log.exception("front door %s failed", peer)
         finally:
             await stream.aclose()
+
+    def _http(self) -> h11.Connection:
+        limit = self.config.limits.max_http_head_bytes
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
 
     async def _serve(self, ex: _Exchange) -> tuple[WsTransport, tuple[str, ...]] | None:
         """Answer HTTP requests until the connection ends or turns into a
