@@ -27,8 +27,6 @@ from typing import Any
 
 import h11
 import trio
-from wsproto.connection import Connection as WsConnection
-from wsproto.connection import ConnectionType
 from wsproto.utilities import generate_accept_token
 
 from .. import protocol
@@ -261,11 +259,8 @@ class FrontDoor:
         if conn.our_state is not h11.SWITCHED_PROTOCOL:
             return None  # the deadline passed mid-handshake
         trailing, closed = conn.trailing_data
-        ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
-        if closed:
-            ws.receive_data(None)
         limits = self.config.limits
-        transport = WsTransport(ex.stream, ws, ex.peer, limits.max_message_bytes)
+        transport = WsTransport(ex.stream, ex.peer, limits.max_message_bytes, trailing, closed)
         if ex.refuse is not None:
             await transport.close(ex.refuse, "connection limit reached")
             return None

@@ -1,11 +1,13 @@
 """WebSocket: text frames on wsproto, with pre-framed broadcast writes.
 
 The opening handshake is HTTP and lives in :mod:`.http` (the front door);
-what it hands over is an open :class:`wsproto.connection.Connection` plus
-the socket stream. From there this transport does all the WebSocket work in
-the connection's one task: the session's reader calls :meth:`receive`, which
-reads the socket, feeds wsproto, answers pings, matches the heartbeat's
-pongs and assembles text messages under a size limit counted in bytes.
+it hands over the socket stream and any bytes read past the handshake. From
+there this transport does all the WebSocket work in the connection's one
+task: the session's reader calls :meth:`receive`, which reads the socket,
+feeds wsproto's frame parser (:class:`wsproto.frame_protocol.FrameProtocol`:
+unmasking, UTF-8 validation, close codes), answers pings, matches the
+heartbeat's pongs and assembles text messages under a size limit counted in
+bytes. The connection state (open, closing, closed) is ours.
 
 Outgoing notifications bypass wsproto: a server-to-client text frame is
 unmasked, so :meth:`Payload.ws_frame` builds it once for every subscriber
@@ -13,7 +15,7 @@ and it is written straight to the socket. Control frames we send (pong,
 close) are built by wsproto and written through the same ordered path,
 under the connection's :class:`StreamLock`, so none ever lands inside a
 frame. We only send whole, unfragmented, uncompressed frames (no extension
-is negotiated), so wsproto's state is not affected by the bypass.
+is negotiated), so wsproto's outgoing state is not affected by the bypass.
 
 Liveness pings are the hub's one heartbeat task for all connections:
 :meth:`WsTransport.ping_frame` builds the ping and remembers its waiter,
@@ -26,15 +28,8 @@ import itertools
 import struct
 
 import trio
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import (
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    TextMessage,
-)
-from wsproto.frame_protocol import CloseReason
+from wsproto.connection import ConnectionState
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from .. import protocol
 from ..payload import Payload
@@ -111,17 +106,33 @@ class WsTransport:
     """An open WebSocket connection on the front door's port."""
 
     __slots__ = (
-        "_conn", "_fail", "_gone", "_limit", "_lock", "_parts", "_ping", "_raw", "_size", "_stream",
-        "_tail", "dirty", "peer",
+        "_eof", "_fail", "_gone", "_limit", "_lock", "_parts", "_peer_code", "_ping", "_proto",
+        "_raw", "_size", "_state", "_stream", "_tail", "dirty", "peer",
     )  # fmt: skip
     kind = "ws"
     probes = True
 
     def __init__(
-        self, stream: trio.abc.Stream, conn: Connection, peer: str, max_message_bytes: int
+        self,
+        stream: trio.abc.Stream,
+        peer: str,
+        max_message_bytes: int,
+        trailing: bytes = b"",
+        eof: bool = False,
     ) -> None:
+        """``trailing``: bytes that came after the handshake request (and
+        ``eof``: the peer's EOF after them), already read by the front door."""
         self._stream = stream
-        self._conn = conn
+        # wsproto's frame layer, without its Connection wrapper (whose event
+        # deque alone is 760 bytes per idle connection): the connection
+        # state is ours (a ConnectionState), as are the events.
+        self._proto = FrameProtocol(client=False, extensions=[])
+        self._state = ConnectionState.OPEN
+        if trailing:
+            self._proto.receive_bytes(trailing)
+        self._eof = eof
+        #: The code of the peer's close frame, echoed in ours.
+        self._peer_code: int | None = None
         self._raw = raw_socket(stream)
         self._limit = max_message_bytes
         self.peer = peer
@@ -143,46 +154,56 @@ class WsTransport:
     # -- reading -------------------------------------------------------------
 
     async def receive(self) -> str | ProtocolError | None:
-        conn = self._conn
+        proto = self._proto
         while True:
-            for event in conn.events():
-                if isinstance(event, TextMessage | BytesMessage):
-                    result = self._assemble(event)
-                    if result is not None:
-                        return result
-                    if self._fail is not None:
+            try:
+                for frame in proto.received_frames():
+                    opcode = frame.opcode
+                    if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                        result = self._assemble(frame.payload, frame.message_finished)
+                        if result is not None:
+                            return result
+                        if self._fail is not None:
+                            return None
+                    elif opcode is Opcode.PING:
+                        assert isinstance(frame.payload, bytes | bytearray)
+                        await self._send_control(bytes(proto.pong(bytes(frame.payload))))
+                    elif opcode is Opcode.PONG:
+                        ping = self._ping
+                        if ping is not None and frame.payload == ping[0]:
+                            self._ping = None
+                            ping[1].set()
+                    elif opcode is Opcode.CLOSE:
+                        assert isinstance(frame.payload, tuple)
+                        self._peer_code = frame.payload[0]
+                        self._state = ConnectionState.REMOTE_CLOSING
                         return None
-                elif isinstance(event, Ping):
-                    await self._send_control(conn.send(event.response()))
-                elif isinstance(event, Pong):
-                    ping = self._ping
-                    if ping is not None and event.payload == ping[0]:
-                        self._ping = None
-                        ping[1].set()
-                elif isinstance(event, CloseConnection):
-                    if conn.state is ConnectionState.OPEN:
-                        # wsproto reports a malformed frame as a close event
-                        # without a close frame from the peer: we close with
-                        # its code (1002 protocol error, 1007 invalid UTF-8).
-                        self._fail = (event.code, event.reason or "protocol error")
-                    return None
-            if conn.state is not ConnectionState.OPEN:
+            except ParseFailed as exc:
+                # We close with its code (1002 protocol error, 1007 invalid
+                # UTF-8); the rest of the stream cannot be parsed.
+                self._fail = (exc.code, str(exc) or "protocol error")
+                return None
+            if self._eof:
+                self._state = ConnectionState.CLOSED
                 return None
             try:
                 data = await self._stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
-            conn.receive_data(bytes(data) or None)
+            if data:
+                proto.receive_bytes(bytes(data))
+            else:
+                self._eof = True
 
-    def _assemble(self, event: TextMessage | BytesMessage) -> str | ProtocolError | None:
+    def _assemble(self, data: object, finished: bool) -> str | ProtocolError | None:
         """Add a frame's data to the message; the message once it is whole."""
-        data = event.data
         if isinstance(data, str):
             # The limit is in UTF-8 bytes; encoding only when the length in
             # characters cannot decide (a character is 1 to 4 bytes).
             n = len(data)
             self._size += n if n * 4 <= self._limit - self._size else len(data.encode())
         else:
+            assert isinstance(data, bytes | bytearray)
             self._size += len(data)
         if self._size > self._limit:
             self._fail = (
@@ -191,13 +212,12 @@ class WsTransport:
             )
             self._parts = None
             return None
-        if isinstance(event, BytesMessage):
-            if not event.message_finished:
+        if not isinstance(data, str):
+            if not finished:
                 return None
             self._size = 0
             return ProtocolError(protocol.BINARY_FRAME, "binary frames are not supported")
-        assert isinstance(data, str)
-        if event.message_finished:
+        if finished:
             parts, self._parts, self._size = self._parts, None, 0
             if parts is None:
                 return data
@@ -217,7 +237,7 @@ class WsTransport:
     def send_nowait(self, data: bytes) -> int | None:
         lock = self._lock
         # A control frame is being written (the lock is held), or we closed.
-        if self.dirty or lock.locked() or self._conn.state is not ConnectionState.OPEN:
+        if self.dirty or lock.locked() or self._state is not ConnectionState.OPEN:
             return None
         if self._gone:
             return len(data)  # dropped: see send_all
@@ -272,7 +292,7 @@ class WsTransport:
         self._lock.release()
 
     def ping_frame(self, waiter: PongWaiter) -> bytes | None:
-        if self._conn.state is not ConnectionState.OPEN:
+        if self._state is not ConnectionState.OPEN:
             return None
         payload = struct.pack("!I", next(_ping_ids) & 0xFFFFFFFF)
         self._ping = (payload, waiter)
@@ -281,7 +301,6 @@ class WsTransport:
     # -- closing -------------------------------------------------------------
 
     async def close(self, reason: str, message: str) -> None:
-        conn = self._conn
         if self._gone:
             await self._stream.aclose()
             return
@@ -292,17 +311,25 @@ class WsTransport:
             self.dirty = False
             self._lock.release()
             return
+        state = self._state
+        code: int | None
         if self._fail is not None:
             code, text = self._fail
+        elif state is ConnectionState.REMOTE_CLOSING:
+            code, text = self._peer_code, ""  # echo the peer's code
         else:
             code, text = CLOSE_CODES.get(reason, 1008), reason
         with trio.move_on_after(CLOSE_TIMEOUT):
-            if conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-                # RFC 6455 caps a close reason at 123 bytes.
-                text = text.encode()[:123].decode(errors="ignore")
-                frame = conn.send(CloseConnection(code, text))
+            if state is ConnectionState.OPEN or state is ConnectionState.REMOTE_CLOSING:
+                # wsproto caps the reason at the 123 bytes RFC 6455 allows.
+                frame = bytes(self._proto.close(code, text or None))
+                self._state = (
+                    ConnectionState.LOCAL_CLOSING
+                    if state is ConnectionState.OPEN
+                    else ConnectionState.CLOSED
+                )
                 await self._send_control(frame)
-            if conn.state is ConnectionState.LOCAL_CLOSING:
+            if self._state is ConnectionState.LOCAL_CLOSING:
                 await self._await_close()
         await self._stream.aclose()
 
@@ -310,7 +337,7 @@ class WsTransport:
         """Read until the peer's close frame (or EOF), discarding messages:
         closing a socket with unread data would reset the connection and
         could cost the peer our close frame."""
-        conn, drained = self._conn, 0
+        drained = 0
         if self._fail is not None:
             # After a protocol violation the stream cannot be parsed: say
             # we are done (FIN) and take whatever comes until the peer's EOF.
@@ -321,20 +348,15 @@ class WsTransport:
                 await stream.send_eof()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            while drained < CLOSE_DRAIN_BYTES:
+        while not self._eof and drained < CLOSE_DRAIN_BYTES:
+            if self._fail is None:
                 try:
-                    data = await self._stream.receive_some(RECEIVE_CHUNK)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not data:
-                    return
-                drained += len(data)
-            return
-        while conn.state is ConnectionState.LOCAL_CLOSING and drained < CLOSE_DRAIN_BYTES:
-            for _event in conn.events():
-                pass
-            if conn.state is not ConnectionState.LOCAL_CLOSING:
-                return
+                    for frame in self._proto.received_frames():
+                        if frame.opcode is Opcode.CLOSE:
+                            self._state = ConnectionState.CLOSED
+                            return
+                except ParseFailed:
+                    self._fail = (CloseReason.PROTOCOL_ERROR, "after close")
             try:
                 data = await self._stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -342,4 +364,5 @@ class WsTransport:
             if not data:
                 return
             drained += len(data)
-            conn.receive_data(bytes(data))
+            if self._fail is None:
+                self._proto.receive_bytes(bytes(data))
