@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import h11
 
-from .. import protocol
+from .. import protocol, web
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
 
@@ -64,7 +64,6 @@ HTTP_STATUS: Final[dict[str, int]] = {
 }
 
 JSON: Final = b"application/json"
-HTML: Final = b"text/html; charset=utf-8"
 
 
 @dataclass
@@ -132,18 +131,20 @@ def error_response(code: str, message: str, status: int | None = None) -> Respon
 
 Handler = Callable[["App", Request], Awaitable[Response]]
 
-_PLACEHOLDER = b"""<!doctype html>
-<html><head><meta charset="utf-8"><title>livenotify</title></head>
-<body><h1>livenotify</h1>
-<p>This server speaks WebSocket on this port (<code>ws://</code> this address), HTTP
-(<code>POST /publish/&lt;event&gt;</code>, <code>GET /health</code>) and TCP lines on its
-TCP port. See docs/protocol.md.</p></body></html>
-"""
-
 
 async def page(app: App, request: Request) -> Response:
-    """``GET /``: a placeholder until the web page exists."""
-    return Response(200, _PLACEHOLDER, HTML)
+    """``GET /`` and the page's other files (:mod:`livenotify.web`), served
+    with its Content-Security-Policy."""
+    item = web.asset(request.target)
+    if item is None:  # pragma: no cover - routed by web.PATHS
+        return error_response(NOT_FOUND, f"no such endpoint: {request.path[:100]}")
+    headers = web.policy_headers(request.header(b"host"))
+    return Response(
+        200,
+        item.body,
+        item.content_type.encode(),
+        [(k.lower().encode(), v.encode()) for k, v in headers],
+    )
 
 
 async def health(app: App, request: Request) -> Response:
@@ -221,7 +222,7 @@ class Route:
 
 #: Every HTTP endpoint of the front door. Add routes here.
 ROUTES: list[Route] = [
-    Route("GET", "/", page),
+    *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
     Route("POST", "/publish/", publish, prefix=True),
 ]
