@@ -74,7 +74,7 @@ def test_connection_cap_fits_the_descriptor_limit() -> None:
     # Hard limit 200: the server cannot raise it, so it lowers the cap.
     env = {"LIVENOTIFY_TEST_NOFILE": "200"}
     with (
-        running_server(env=env, script="tests/serve_fd_limited.py") as srv,
+        running_server(env=env, script="tests/transports/serve_fd_limited.py") as srv,
         ExitStack() as stack,
     ):
         m = srv.wait_log(r"max-connections lowered from 20000 to (\d+)")
