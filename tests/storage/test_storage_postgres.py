@@ -33,6 +33,8 @@ def _admin() -> Any:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
+        if os.environ.get("LIVENOTIFY_REQUIRE_SERVICES"):  # CI: .ci/run starts one
+            pytest.fail(f"no PostgreSQL at {ADMIN_URL}: {exc}")
         pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {exc}")
 
 
