@@ -96,6 +96,7 @@ async def run_front_door(data: bytes, cuts: list[int], close: bool) -> bytes:
 
     app: Any = App()
     app.hub = hub
+    app.config = CONFIG
 
     async def start_session(transport: WsTransport, events: tuple[str, ...]) -> None:
         await Session(hub, CONFIG, transport, None, events).run()
