@@ -15,7 +15,8 @@ import signal
 
 import trio
 
-from . import protocol
+from . import protocol, tls
+from .access import Authority, Grant
 from .admission import Admission
 from .config import Config
 from .console import Console
@@ -77,6 +78,10 @@ class Server:
         self._accept_scope = trio.CancelScope()
         #: Non-zero when the run did not end cleanly (writes not saved).
         self.exit_status = 0
+        #: Who may publish and subscribe (JWT, private events, the shared token).
+        self.access = Authority(config)
+        #: TLS on both listeners, when configured (checked by preflight).
+        self.tls = tls.server_context(config)
         self.front_door = FrontDoor(config, self._start_ws_session, self)
         self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_BURST)
 
@@ -266,13 +271,29 @@ class Server:
             await self._refuse_tcp(stream, peer)
             return
         try:
-            transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
+            wrapped = await self._secure(stream, peer, http=False)
+            if wrapped is None:
+                return
+            transport = TcpTransport(wrapped, peer, self.config.limits.max_message_bytes)
             session = Session(
-                self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat
-            )
+                self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat,
+                access=self.access,
+            )  # fmt: skip
             await self._serve_session(session)
         finally:
             self.admission.release(ip)
+
+    async def _secure(
+        self, stream: trio.SocketStream, peer: str, *, http: bool
+    ) -> trio.abc.HalfCloseableStream | trio.SSLStream[trio.SocketStream] | None:
+        """``stream`` itself, or under TLS with its handshake done (None,
+        with ``stream`` closed, when that failed)."""
+        if self.tls is None:
+            return stream
+        secured = await tls.accept(stream, self.tls, self.config.handshake_timeout, peer, http=http)
+        if secured is None:
+            await stream.aclose()
+        return secured
 
     async def _refuse_tcp(self, stream: trio.SocketStream, peer: str) -> None:
         self._log_refusal("tcp", peer)
@@ -301,7 +322,9 @@ class Server:
         ip, peer = who
         if self.admission.admit(ip):
             try:
-                await self.front_door.serve(stream, peer)
+                wrapped = await self._secure(stream, peer, http=True)
+                if wrapped is not None:
+                    await self.front_door.serve(wrapped, peer)
             finally:
                 self.admission.release(ip)
             return
@@ -315,10 +338,13 @@ class Server:
         finally:
             self.admission.refusing -= 1
 
-    async def _start_ws_session(self, transport: WsTransport, events: tuple[str, ...]) -> None:
+    async def _start_ws_session(
+        self, transport: WsTransport, events: tuple[str, ...], grant: Grant
+    ) -> None:
         session = Session(
-            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
-        )
+            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
+            access=self.access, grant=grant,
+        )  # fmt: skip
         await self._serve_session(session)
 
 
