@@ -195,7 +195,7 @@ def seconds_left(grant: Grant) -> float | None:
 
 
 def make_token(
-    key: str,
+    key: Any,
     *,
     publish: Iterable[str] = (),
     subscribe: Iterable[str] = (),

@@ -15,6 +15,7 @@ Replies arrive in order, so "the next reply" to a request is its answer.
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,9 @@ class Options:
     email: str | None = None
     json: bool = False
     stay: bool = False
+    #: TLS (``--tls``), trusting ``cafile`` (``--cafile``) or the system's CAs.
+    tls: bool = False
+    cafile: str | None = None
 
 
 class NotConnected(Exception):
@@ -138,6 +142,12 @@ class Client:
 
     def __init__(self, options: Options, ui: Ui | None = None) -> None:
         self.options = options
+        #: The client TLS context (``--tls``), made once: it reads the CA file.
+        self._tls = (
+            ssl.create_default_context(cafile=options.cafile)
+            if options.tls or options.cafile
+            else None
+        )
         self.where = address(options.host, options.port)
         #: The server's event catalog, and my subscriptions, as last heard.
         self.catalog: tuple[str, ...] = ()
@@ -160,7 +170,7 @@ class Client:
     async def run(self) -> int:
         """Connect, converse, leave; the exit status."""
         try:
-            first = await open_connection(self.options.host, self.options.port)
+            first = await open_connection(self.options.host, self.options.port, self._tls)
         except ConnectError as exc:
             self.ui.error(f"livenotify client: {exc}")
             return 1
@@ -346,7 +356,7 @@ class Client:
             while True:
                 await trio.sleep(backoff.next_delay())
                 try:
-                    conn = await open_connection(self.options.host, self.options.port)
+                    conn = await open_connection(self.options.host, self.options.port, self._tls)
                 except ConnectError:
                     continue
                 break
