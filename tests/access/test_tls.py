@@ -201,7 +201,8 @@ def test_terminal_client_and_publish_command(server: ServerProcess, pems: Pems) 
          "--email", "tls@example.org", "--json"],
         input="events\n", capture_output=True, text=True, timeout=30, cwd=ROOT,
     )  # fmt: skip
-    types = [json.loads(line)["type"] for line in client.stdout.splitlines() if line.startswith("{")]
+    lines = [line for line in client.stdout.splitlines() if line.startswith("{")]
+    types = [json.loads(line)["type"] for line in lines]
     assert "events" in types, (client.stdout, client.stderr)
 
 
@@ -227,7 +228,7 @@ def test_bad_certificate_files_are_one_line(
     pems: Pems, tmp_path: Path, case: str, flag: str, words: str
 ) -> None:
     garbage = tmp_path / "garbage.pem"
-    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n")
+    garbage.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
     args = {
         "missing-cert": ["--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(pems.key)],
         "missing-key": ["--tls-cert", str(pems.cert), "--tls-key", str(tmp_path / "nope.pem")],
