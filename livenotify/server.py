@@ -123,7 +123,10 @@ class Server:
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
                     root.start_soon(Console(self.hub, self.stats, self.request_shutdown).run)
-                ready = ready_line(config.host, self.ws_port, self.tcp_port, console=self._console)
+                ready = ready_line(
+                    config.host, self.ws_port, self.tcp_port,
+                    console=self._console, tls=self.tls is not None,
+                )  # fmt: skip
                 READY_LOG.info("%s", ready)
                 task_status.started(self)
                 await self._shutdown.wait()
@@ -195,9 +198,10 @@ class Server:
         self.tcp_port = int(tcp[0].socket.getsockname()[1])
         self.ws_port = int(ws[0].socket.getsockname()[1])
         for name in bound_addresses(tcp):
-            log.info("listening tcp %s", name)
+            log.info("listening tcp %s%s", name, " (TLS)" if self.tls is not None else "")
         for name in bound_addresses(ws):
-            log.info("listening ws %s (ws://%s/)", name, name)
+            scheme = "wss" if self.tls is not None else "ws"
+            log.info("listening ws %s (%s://%s/)", name, scheme, name)
         tcp_loop = AcceptLoop(self._handle_tcp, "tcp")
         ws_loop = AcceptLoop(self._handle_front_door, "ws")
         with self._accept_scope:
@@ -302,13 +306,17 @@ class Server:
             return
         self.admission.refusing += 1
         try:
+            # Under TLS the refusal is said inside it (the handshake first).
+            target = await self._secure(stream, peer, http=False)
+            if target is None:
+                return
             reply = protocol.Error(protocol.TOO_MANY_CONNECTIONS, "connection limit reached")
             with trio.move_on_after(1.0):
                 try:
-                    await stream.send_all(Payload(protocol.encode_server(reply)).line())
+                    await target.send_all(Payload(protocol.encode_server(reply)).line())
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-            await stream.aclose()
+            await target.aclose()
         finally:
             self.admission.refusing -= 1
 
@@ -334,7 +342,9 @@ class Server:
             return
         self.admission.refusing += 1
         try:
-            await self.front_door.serve(stream, peer, refuse=protocol.TOO_MANY_CONNECTIONS)
+            target = await self._secure(stream, peer, http=True)
+            if target is not None:
+                await self.front_door.serve(target, peer, refuse=protocol.TOO_MANY_CONNECTIONS)
         finally:
             self.admission.refusing -= 1
 

@@ -351,7 +351,6 @@ class Session:
                 self._set_grant(grant)
                 if self._expires_at < math.inf:
                     self._watch_expiry()
-                log.info("auth #%d sub=%s", sub.id, grant.sub or "-")
                 expires = int(grant.expires) if grant.expires is not None else None
                 await self._send(protocol.Authenticated(grant.sub, expires))
             case Exit():
@@ -418,6 +417,7 @@ class Session:
         new grant does not cover are dropped."""
         hub, sub = self.hub, self.sub
         self._grant = grant
+        log.info("auth #%d sub=%s", sub.id, grant.sub or "-")
         hub.grant(sub, grant.may_subscribe if grant.subscribe else None)
         lost = [e for e in sub.events if not self._may_subscribe(e)]
         if lost:

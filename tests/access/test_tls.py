@@ -81,6 +81,10 @@ class TlsLines:
         self.sock.close()
 
 
+def test_ready_line_says_wss(server: ServerProcess) -> None:
+    server.wait_log(r"ready — wss://127\.0\.0\.1:\d+  tcp 127\.0\.0\.1:\d+")
+
+
 def test_tcp_json_subscribe_and_receive(server: ServerProcess, pems: Pems) -> None:
     client = TlsLines(pems.context(), server.tcp_port)
     try:
