@@ -19,17 +19,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import jwt
 
 from . import protocol
+from .config import Config, load_public_key
 from .protocol import ProtocolError
 
-if TYPE_CHECKING:
-    from .config import Config
-    from .transports.routes import Request
+
+class Request(Protocol):
+    """What :meth:`Authority.authorize` reads of an HTTP request
+    (:class:`~livenotify.transports.routes.Request` has it)."""
+
+    def header(self, name: bytes) -> str | None: ...
+
+    @property
+    def query(self) -> dict[str, list[str]]: ...
+
 
 #: The close reason and error code of a connection whose token expired.
 TOKEN_EXPIRED: Final = protocol.TOKEN_EXPIRED
@@ -75,27 +82,6 @@ def _claim_list(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _forbidden(f"token claim {name!r} must be a list of event names")
     return frozenset(value)
-
-
-def load_public_key(path: str) -> tuple[Any, str]:
-    """The key in PEM file ``path`` and its algorithm (RS256 or ES256);
-    ``ValueError`` with a reason otherwise."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError:
-        raise ValueError("not a PEM public key") from None
-    if isinstance(key, rsa.RSAPublicKey):
-        return key, "RS256"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return key, "ES256"
-    raise ValueError("only RSA (RS256) and EC (ES256) keys are supported")
 
 
 class Authority:

@@ -112,9 +112,29 @@ def _secret(text: str) -> str:
     return text
 
 
-def _public_key(path: str) -> str:
-    from .access import load_public_key
+def load_public_key(path: str) -> tuple[Any, str]:
+    """The key in PEM file ``path`` and its algorithm (RS256 or ES256);
+    ``ValueError`` with a reason otherwise."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ValueError("not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key, "ES256"
+    raise ValueError("only RSA (RS256) and EC (ES256) keys are supported")
+
+
+def _public_key(path: str) -> str:
     try:
         load_public_key(path)
     except ValueError as exc:
