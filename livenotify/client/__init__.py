@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cafile", metavar="PEM", help="CA to trust for --tls instead of the system's"
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LIVENOTIFY_TOKEN"),
+        help="access token (JWT) sent on every connection (env LIVENOTIFY_TOKEN)",
+    )
     parser.add_argument("--email", help="register with this address instead of asking for one")
     parser.add_argument(
         "--json", action="store_true", help="print the server's objects raw, one per line"
@@ -91,7 +96,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host
     return Options(
         host=host, port=args.port, email=args.email, json=args.json, stay=args.stay,
-        tls=args.tls, cafile=args.cafile,
+        tls=args.tls, cafile=args.cafile, token=args.token,
     )  # fmt: skip
 
 

@@ -79,6 +79,8 @@ class Options:
     #: TLS (``--tls``), trusting ``cafile`` (``--cafile``) or the system's CAs.
     tls: bool = False
     cafile: str | None = None
+    #: A JWT sent with ``auth`` on every connection (``--token``).
+    token: str | None = None
 
 
 class NotConnected(Exception):
@@ -389,6 +391,11 @@ class Client:
             await link.welcomed.wait()
         if not link.welcomed.is_set():
             raise ConnectionLost(f"no welcome from {self.where} within {WELCOME_TIMEOUT:g}s")
+        if self.options.token is not None:
+            # First, on every connection: private events need the grant.
+            reply = await link.request({"type": "auth", "token": self.options.token})
+            if isinstance(reply, Error):
+                raise ConnectionLost(f"the token was refused: {reply.message}")
         if restore:
             await self._restore(link)
         if link.closed:  # lost in the last step: the pump has said so

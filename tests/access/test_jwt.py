@@ -274,3 +274,18 @@ def test_bad_access_settings_are_one_line(args: list[str], words: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2
     assert len(lines) == 1 and words in lines[0], lines
+
+
+def test_terminal_client_token(server: ServerProcess) -> None:
+    def run(*extra: str) -> list[dict[str, Any]]:
+        result = subprocess.run(
+            [sys.executable, "-m", "livenotify", "client", "--host", "127.0.0.1",
+             "--port", str(server.tcp_port), "--email", "jwt@example.org", "--json", *extra],
+            input=f"subscribe {PRIVATE}\n", capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )  # fmt: skip
+        return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+    granted = run("--token", token(subscribe=[PRIVATE], sub="carol"))
+    assert {"type": "subscribed", "events": [PRIVATE]} in granted, granted
+    refused = run()
+    assert any(m.get("code") == "forbidden" for m in refused), refused
