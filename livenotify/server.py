@@ -34,11 +34,13 @@ from .listeners import (
 )
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
+from .metrics import Metrics
 from .payload import Payload
+from .ready import Canary
 from .session import Session
 from .stats import Snapshot, collect
 from .storage import StorageBridge, display_db
-from .transports import TcpTransport, WsTransport
+from .transports import TcpTransport, Transport, WsTransport, sse
 from .transports.http import FrontDoor
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,12 @@ class Server:
         self.hub = Hub(config)
         #: Pings every WebSocket connection; the sessions enrol themselves.
         self.heartbeat = Heartbeat(config.idle_timeout)
+        #: Writes SSE streams' heartbeat comments (more often: for proxies).
+        self.sse_heartbeat = Heartbeat(min(config.idle_timeout, sse.HEARTBEAT_INTERVAL))
+        #: The /ready canary's probe through the delivery path.
+        self.canary = Canary(self.hub)
+        #: /metrics: the registry over stats(), and the latency histogram.
+        self.metrics = Metrics(self)
         self.admission = Admission(config.limits)
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
@@ -114,6 +122,7 @@ class Server:
                 # sent right after it is a graceful shutdown, not a traceback.
                 await root.start(self._watch_signals)
                 await connections.start(self.heartbeat.run)
+                await connections.start(self.sse_heartbeat.run)
                 await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
@@ -165,6 +174,8 @@ class Server:
         self.storage = storage
         self.history = EmbeddedLog(self.config, storage)
         self.hub.add_observer(self._on_publish)
+        self.hub.add_observer(self.metrics.on_publish)
+        await root.start(self.metrics.run)
         self.mail = await start_mail(root, self.config, storage)
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
@@ -318,6 +329,13 @@ class Server:
     async def _start_ws_session(self, transport: WsTransport, events: tuple[str, ...]) -> None:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
+        )
+        await self._serve_session(session)
+
+    async def start_session(self, transport: Transport, events: tuple[str, ...]) -> None:
+        """Serve a front-door stream (SSE) as a session subscribed to ``events``."""
+        session = Session(
+            self.hub, self.config, transport, self.storage, events, heartbeat=self.sse_heartbeat
         )
         await self._serve_session(session)
 

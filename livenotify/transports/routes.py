@@ -20,14 +20,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import h11
+import trio
 
-from .. import protocol, web
+from .. import metrics, protocol, ready, web
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
+from . import sse
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..hub import Hub
+    from ..mail import MailService
+    from ..metrics import Metrics
+    from ..ready import Canary
+    from ..stats import Snapshot
+    from ..storage import StorageBridge
+    from .base import Transport
 
 
 class App(Protocol):
@@ -35,6 +43,22 @@ class App(Protocol):
 
     config: Config
     hub: Hub
+    storage: StorageBridge | None
+    mail: MailService | None
+    metrics: Metrics
+    canary: Canary
+
+    def stats(self) -> Snapshot:
+        """The one snapshot of the server's counters (``/metrics``)."""
+        ...
+
+    async def start_session(self, transport: Transport, events: tuple[str, ...]) -> None:
+        """Serve ``transport`` as a session subscribed to ``events`` (SSE)."""
+        ...
+
+
+#: Takes the connection over after a response (SSE): (stream, peer).
+Takeover = Callable[[trio.abc.Stream, str], Awaitable[None]]
 
 
 log = logging.getLogger(__name__)
@@ -115,6 +139,9 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: Close the connection after this response.
     close: bool = False
+    #: Instead of this response, the connection goes to ``takeover``, which
+    #: writes its own head (a stream: SSE).
+    takeover: Takeover | None = None
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -225,6 +252,9 @@ ROUTES: list[Route] = [
     *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
     Route("POST", "/publish/", publish, prefix=True),
+    Route("GET", "/sse", sse.sse),
+    Route("GET", "/ready", ready.ready),
+    Route("GET", "/metrics", metrics.metrics),
 ]
 
 

@@ -1,0 +1,177 @@
+"""Server-Sent Events: ``GET /sse?events=a,b&since=S`` on the front door.
+
+The route (:func:`sse`) checks the request and answers with a takeover:
+the front door hands the connection to :func:`stream_events`, which writes
+the response head and runs an ordinary session on an :class:`SseTransport`.
+So an SSE subscriber is a hub subscriber like any other: the same bounded
+queue, slow-consumer policy, coalesced writes and connection caps.
+
+The body is close-delimited (``Connection: close``, no length, no chunked
+coding): each notification is written as the bytes
+:meth:`Payload.sse_frame` builds once per notification and every SSE
+subscriber shares. The hub's heartbeat writes a comment line (``: ping``)
+every :data:`HEARTBEAT_INTERVAL` seconds (or ``--idle-timeout``, when
+shorter), which keeps proxies from timing the stream out; a peer that is
+gone is found by the write failing, a stuck one by the write deadline or
+its queue filling up.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from .. import protocol, reasons
+from ..history.positions import InvalidPosition, Since, parse_since
+from ..payload import Payload, sse_event
+from ..protocol import ProtocolError
+from .base import PongWaiter, TransportClosed
+from .sockets import raw_send, raw_socket
+
+if TYPE_CHECKING:
+    from .routes import App, Request, Response
+
+#: Seconds between heartbeat comments (at most; ``--idle-timeout`` if shorter).
+HEARTBEAT_INTERVAL: Final = 15.0
+#: The heartbeat comment: a line starting with ``:`` is ignored by clients.
+PING: Final = b": ping\n\n"
+#: Bytes read (and discarded) per read: a client sends nothing on an SSE stream.
+RECEIVE_CHUNK = 4 * 1024
+#: How long the closing ``error`` event may take to write.
+CLOSE_WRITE_TIMEOUT = 1.0
+
+HEAD: Final = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"content-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\n"
+    # Tell nginx not to buffer the stream.
+    b"x-accel-buffering: no\r\n"
+    b"connection: close\r\n"
+    b"\r\n"
+)
+
+
+class SseTransport:
+    """An SSE stream: written to only; the peer's EOF ends it."""
+
+    __slots__ = ("_raw", "_stream", "dirty", "peer")
+    kind = "sse"
+    # Probed by the heartbeat, whose "ping" is a comment needing no answer.
+    probes = True
+    human_commands = goodbye_message = False
+
+    def __init__(self, stream: trio.abc.Stream, peer: str) -> None:
+        self._stream = stream
+        self._raw = raw_socket(stream)
+        self.peer = peer
+        self.dirty = False
+
+    async def receive(self) -> str | ProtocolError | None:
+        """Wait for the peer to close (what it sends is discarded): None."""
+        while True:
+            try:
+                data = await self._stream.receive_some(RECEIVE_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if not data:
+                return None
+
+    def frame(self, payload: Payload) -> bytes:
+        return payload.sse_frame()
+
+    def send_nowait(self, data: bytes) -> int | None:
+        if self.dirty:
+            return None
+        sent = raw_send(self._raw, data)
+        if sent and sent < len(data):
+            self.dirty = True  # a message's tail is left for the writer
+        return sent
+
+    async def send_all(self, data: bytes) -> None:
+        self.dirty = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc)) from None
+        self.dirty = False
+
+    def ping_frame(self, waiter: PongWaiter) -> bytes:
+        # No answer comes back on SSE: the comment counts as answered (a
+        # dead peer fails the write instead).
+        waiter.set()
+        return PING
+
+    async def close(self, reason: str, message: str) -> None:
+        """An ``error`` event saying why (unless the stream is mid-message or
+        the reason is an ordinary one), then the end of the body."""
+        if not self.dirty and not reasons.lookup(reason).quiet:
+            text = protocol.encode_server(protocol.Error(reason, message))
+            with trio.move_on_after(CLOSE_WRITE_TIMEOUT):
+                try:
+                    await self._stream.send_all(sse_event(text))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await self._stream.aclose()
+
+
+def requested_events(request: Request, limit: int) -> tuple[str, ...]:
+    """``?events=a,b`` (repeatable); none given: every event (``*``)."""
+    values = request.query.get("events")
+    if values is None:
+        return (protocol.ALL_EVENTS,)
+    names = [n for value in values for n in value.split(",") if n]
+    return tuple(dict.fromkeys(names))[:limit] or (protocol.ALL_EVENTS,)
+
+
+def requested_since(request: Request) -> Since | None:
+    """Where to resume: ``Last-Event-ID`` (an ``E:N`` id we sent) or
+    ``?since=``; None for live only. Raises :class:`ProtocolError`
+    ``invalid_position`` for a malformed value."""
+    value = request.header(b"last-event-id")
+    if value is None:
+        values = request.query.get("since")
+        value = values[0] if values else None
+    if value is None or value == "":
+        return None
+    try:
+        return parse_since(value, time.time())
+    except InvalidPosition as exc:
+        raise ProtocolError(exc.code, str(exc)) from None
+
+
+async def sse(app: App, request: Request) -> Response:
+    """``GET /sse``: check the events and ``since``, then hand the
+    connection to :func:`stream_events` (errors are plain JSON answers)."""
+    from .routes import Response
+
+    limits = app.config.limits
+    events = requested_events(request, limits.max_events_per_message)
+    for event in events:
+        protocol.check_event_name(event, limits, allow_all=True)
+    unknown = app.hub.unknown(events)
+    if unknown:
+        raise ProtocolError(
+            protocol.UNKNOWN_EVENT,
+            f"unknown event {unknown[0]!r}; available: {', '.join(app.hub.catalog)}",
+        )
+    since = requested_since(request)
+    return Response(200, b"", takeover=functools.partial(stream_events, app, events, since))
+
+
+async def stream_events(
+    app: App, events: Sequence[str], since: Since | None, stream: trio.abc.Stream, peer: str
+) -> None:
+    """Write the response head, then serve the stream as a session."""
+    # HOOK(history): once the hub offers recovery, replay from ``since``
+    # here, between the head and going live. Until then ``since`` (and
+    # ``Last-Event-ID``) is checked, then the stream starts live.
+    del since
+    try:
+        await stream.send_all(HEAD)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    await app.start_session(SseTransport(stream, peer), tuple(events))
