@@ -98,12 +98,20 @@ def _run_publish(argv: Sequence[str]) -> int:
     p.add_argument("--host", default=os.environ.get("LIVENOTIFY_HOST", "localhost"))
     p.add_argument("--port", type=_port, default=os.environ.get("LIVENOTIFY_PORT", "8888"))
     p.add_argument("--token", default=os.environ.get("LIVENOTIFY_PUBLISH_TOKEN"))
+    p.add_argument(
+        "--url",
+        default=os.environ.get("LIVENOTIFY_URL"),
+        help="publish over HTTP to this http:// URL (the WebSocket port) instead of TCP",
+    )
     p.add_argument("event")
     p.add_argument("message", help="a JSON object (its keys are the fields) or text")
     args = p.parse_args(argv)
+    if args.url and not args.url.startswith(("http://", "https://")):
+        p.error(f"--url: expected an http:// or https:// URL, got {args.url[:80]!r}")
     fields, message = parse_message(args.message)
     try:
-        with Publisher(args.host, args.port, token=args.token) as publisher:
+        target = args.url if args.url else args.host
+        with Publisher(target, args.port, token=args.token) as publisher:
             # "data" and "message" in the object are those fields, as in v1.
             data, text = fields.pop("data", None), fields.pop("message", message)
             ack = publisher.publish(args.event, data, message=text, **fields)
