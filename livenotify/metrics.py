@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
@@ -27,9 +27,11 @@ from .storage import StorageBridge, StorageBusy
 
 if TYPE_CHECKING:
     from .stats import Snapshot
-    from .transports.routes import App, Request, Response
 
-__all__ = ["Metrics", "metrics"]
+__all__ = ["CONTENT_TYPE", "Metrics", "StatsSource"]
+
+#: The exposition's content type.
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 #: One publish in this many is timed for the latency histogram.
 SAMPLE_EVERY: Final = 16
@@ -41,10 +43,21 @@ BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 TRANSPORTS: Final = ("tcp", "ws", "sse")
 
 
+class StatsSource(Protocol):
+    """What the metrics read of the server (:class:`~livenotify.server.Server`)."""
+
+    @property
+    def storage(self) -> StorageBridge | None: ...
+
+    def stats(self) -> Snapshot:
+        """The one snapshot of the server's counters."""
+        ...
+
+
 class _SnapshotCollector(Collector):
     """Renders a fresh :class:`~livenotify.stats.Snapshot` per scrape."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: StatsSource) -> None:
         self._app = app
 
     def collect(self) -> Iterator[Metric]:
@@ -112,7 +125,7 @@ class _SnapshotCollector(Collector):
 class Metrics:
     """A server's registry: the snapshot collector and the latency histogram."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: StatsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SnapshotCollector(app))
         self.publish_latency = Histogram(
@@ -157,10 +170,3 @@ class Metrics:
     def render(self) -> bytes:
         """The text format, as Prometheus scrapes it."""
         return generate_latest(self.registry)
-
-
-async def metrics(app: App, request: Request) -> Response:
-    """``GET /metrics``: the Prometheus text format."""
-    from .transports.routes import Response
-
-    return Response(200, app.metrics.render(), CONTENT_TYPE_LATEST.encode())

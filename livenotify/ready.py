@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 
 from . import protocol
 from .hub import Hub, Outbox, Subscriber
+from .mail import MailService
 from .payload import Payload
-from .storage import StorageBusy
+from .storage import StorageBridge, StorageBusy
 
-if TYPE_CHECKING:
-    from .transports.routes import App, Request, Response
-
-__all__ = ["CANARY_EVENT", "Canary", "check", "ready"]
+__all__ = ["CANARY_EVENT", "Canary", "ReadySource", "check"]
 
 #: Seconds each check may take.
 DEADLINE: Final = 2.0
@@ -89,7 +87,18 @@ class Canary:
         return {"ok": True, "seconds": round(time.perf_counter() - started, 6)}
 
 
-async def _storage(app: App, deadline: float) -> dict[str, Any]:
+class ReadySource(Protocol):
+    """What the checks read of the server (:class:`~livenotify.server.Server`)."""
+
+    @property
+    def storage(self) -> StorageBridge | None: ...
+    @property
+    def mail(self) -> MailService | None: ...
+    @property
+    def canary(self) -> Canary: ...
+
+
+async def _storage(app: ReadySource, deadline: float) -> dict[str, Any]:
     storage = app.storage
     if storage is None:
         return {"ok": False, "alive": False, "error": "storage is not running"}
@@ -114,7 +123,7 @@ async def _storage(app: App, deadline: float) -> dict[str, Any]:
     return dict(sorted(part.items()))
 
 
-def _mail(app: App) -> dict[str, Any]:
+def _mail(app: ReadySource) -> dict[str, Any]:
     # What the dispatcher knows today: whether the broker took its last
     # hand-off. (Worker presence would join here once the mail service
     # reports it.)
@@ -125,7 +134,7 @@ def _mail(app: App) -> dict[str, Any]:
     return {"ok": up, "broker": "up" if up else "down", "queued": dispatcher.queued}
 
 
-async def check(app: App, deadline: float = DEADLINE) -> tuple[bool, dict[str, Any]]:
+async def check(app: ReadySource, deadline: float = DEADLINE) -> tuple[bool, dict[str, Any]]:
     """Every part's state now; True when all are ok."""
     parts: dict[str, Any] = {}
 
@@ -143,11 +152,3 @@ async def check(app: App, deadline: float = DEADLINE) -> tuple[bool, dict[str, A
     ok = all(part["ok"] for part in parts.values())
     ordered = {k: parts[k] for k in ("storage", "mail", "backplane", "canary")}
     return ok, ordered
-
-
-async def ready(app: App, request: Request) -> Response:
-    """``GET /ready``: 200 when every part is ok, else 503; each part as JSON."""
-    from .transports.routes import json_response
-
-    ok, parts = await check(app)
-    return json_response({"status": "ok" if ok else "unavailable", **parts}, 200 if ok else 503)

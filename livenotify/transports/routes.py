@@ -13,6 +13,7 @@ object; the HTTP status comes from the code, in one table
 
 from __future__ import annotations
 
+import functools
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..hub import Hub
     from ..mail import MailService
-    from ..metrics import Metrics
-    from ..ready import Canary
     from ..stats import Snapshot
     from ..storage import StorageBridge
     from .base import Transport
@@ -45,8 +44,8 @@ class App(Protocol):
     hub: Hub
     storage: StorageBridge | None
     mail: MailService | None
-    metrics: Metrics
-    canary: Canary
+    metrics: metrics.Metrics
+    canary: ready.Canary
 
     def stats(self) -> Snapshot:
         """The one snapshot of the server's counters (``/metrics``)."""
@@ -214,6 +213,27 @@ async def publish(app: App, request: Request) -> Response:
     return Response(200, protocol.encode_server(reply).encode())
 
 
+async def sse_stream(app: App, request: Request) -> Response:
+    """``GET /sse``: the connection becomes a Server-Sent Events stream
+    (:mod:`.sse`); a bad request is a plain JSON error before it."""
+    events, since = sse.check_request(
+        app.hub, app.config.limits, request.query, request.header(b"last-event-id")
+    )
+    return Response(200, b"", takeover=functools.partial(sse.stream_events, app, events, since))
+
+
+async def readiness(app: App, request: Request) -> Response:
+    """``GET /ready``: 200 when every part is ok, else 503; each part as JSON
+    (:mod:`livenotify.ready`)."""
+    ok, parts = await ready.check(app)
+    return json_response({"status": "ok" if ok else "unavailable", **parts}, 200 if ok else 503)
+
+
+async def metrics_text(app: App, request: Request) -> Response:
+    """``GET /metrics``: the Prometheus text format (:mod:`livenotify.metrics`)."""
+    return Response(200, app.metrics.render(), metrics.CONTENT_TYPE.encode())
+
+
 def _fields(request: Request, limits: Any) -> dict[str, Any]:
     """The notification's fields from the body (validated as the protocol does)."""
     try:
@@ -252,9 +272,9 @@ ROUTES: list[Route] = [
     *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
     Route("POST", "/publish/", publish, prefix=True),
-    Route("GET", "/sse", sse.sse),
-    Route("GET", "/ready", ready.ready),
-    Route("GET", "/metrics", metrics.metrics),
+    Route("GET", "/sse", sse_stream),
+    Route("GET", "/ready", readiness),
+    Route("GET", "/metrics", metrics_text),
 ]
 
 

@@ -1,6 +1,7 @@
 """Server-Sent Events: ``GET /sse?events=a,b&since=S`` on the front door.
 
-The route (:func:`sse`) checks the request and answers with a takeover:
+The route (``routes.sse``) checks the request (:func:`check_request`) and
+answers with a takeover:
 the front door hands the connection to :func:`stream_events`, which writes
 the response head and runs an ordinary session on an :class:`SseTransport`.
 So an SSE subscriber is a hub subscriber like any other: the same bounded
@@ -18,22 +19,19 @@ its queue filling up.
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
 
 import trio
 
 from .. import protocol, reasons
+from ..config import Limits
 from ..history.positions import InvalidPosition, Since, parse_since
 from ..payload import Payload, sse_event
 from ..protocol import ProtocolError
-from .base import PongWaiter, TransportClosed
+from .base import PongWaiter, Transport, TransportClosed
 from .sockets import raw_send, raw_socket
-
-if TYPE_CHECKING:
-    from .routes import App, Request, Response
 
 #: Seconds between heartbeat comments (at most; ``--idle-timeout`` if shorter).
 HEARTBEAT_INTERVAL: Final = 15.0
@@ -118,22 +116,37 @@ class SseTransport:
         await self._stream.aclose()
 
 
-def requested_events(request: Request, limit: int) -> tuple[str, ...]:
+class SessionStarter(Protocol):
+    """Runs a session on a transport (:meth:`Server.start_session`)."""
+
+    async def start_session(self, transport: Transport, events: tuple[str, ...]) -> None: ...
+
+
+class Catalog(Protocol):
+    """What the request check needs of the hub."""
+
+    @property
+    def catalog(self) -> tuple[str, ...]: ...
+
+    def unknown(self, events: Sequence[str]) -> list[str]: ...
+
+
+def requested_events(query: Mapping[str, list[str]], limit: int) -> tuple[str, ...]:
     """``?events=a,b`` (repeatable); none given: every event (``*``)."""
-    values = request.query.get("events")
+    values = query.get("events")
     if values is None:
         return (protocol.ALL_EVENTS,)
     names = [n for value in values for n in value.split(",") if n]
     return tuple(dict.fromkeys(names))[:limit] or (protocol.ALL_EVENTS,)
 
 
-def requested_since(request: Request) -> Since | None:
+def requested_since(query: Mapping[str, list[str]], last_event_id: str | None) -> Since | None:
     """Where to resume: ``Last-Event-ID`` (an ``E:N`` id we sent) or
     ``?since=``; None for live only. Raises :class:`ProtocolError`
     ``invalid_position`` for a malformed value."""
-    value = request.header(b"last-event-id")
+    value = last_event_id
     if value is None:
-        values = request.query.get("since")
+        values = query.get("since")
         value = values[0] if values else None
     if value is None or value == "":
         return None
@@ -143,27 +156,29 @@ def requested_since(request: Request) -> Since | None:
         raise ProtocolError(exc.code, str(exc)) from None
 
 
-async def sse(app: App, request: Request) -> Response:
-    """``GET /sse``: check the events and ``since``, then hand the
-    connection to :func:`stream_events` (errors are plain JSON answers)."""
-    from .routes import Response
-
-    limits = app.config.limits
-    events = requested_events(request, limits.max_events_per_message)
+def check_request(
+    hub: Catalog, limits: Limits, query: Mapping[str, list[str]], last_event_id: str | None
+) -> tuple[tuple[str, ...], Since | None]:
+    """The events and ``since`` of a ``GET /sse``; :class:`ProtocolError`
+    (answered as plain JSON, before any stream) for a bad one."""
+    events = requested_events(query, limits.max_events_per_message)
     for event in events:
         protocol.check_event_name(event, limits, allow_all=True)
-    unknown = app.hub.unknown(events)
+    unknown = hub.unknown(events)
     if unknown:
         raise ProtocolError(
             protocol.UNKNOWN_EVENT,
-            f"unknown event {unknown[0]!r}; available: {', '.join(app.hub.catalog)}",
+            f"unknown event {unknown[0]!r}; available: {', '.join(hub.catalog)}",
         )
-    since = requested_since(request)
-    return Response(200, b"", takeover=functools.partial(stream_events, app, events, since))
+    return events, requested_since(query, last_event_id)
 
 
 async def stream_events(
-    app: App, events: Sequence[str], since: Since | None, stream: trio.abc.Stream, peer: str
+    app: SessionStarter,
+    events: Sequence[str],
+    since: Since | None,
+    stream: trio.abc.Stream,
+    peer: str,
 ) -> None:
     """Write the response head, then serve the stream as a session."""
     # HOOK(history): once the hub offers recovery, replay from ``since``
