@@ -39,6 +39,8 @@ HEARTBEAT_INTERVAL: Final = 15.0
 PING: Final = b": ping\n\n"
 #: Bytes read (and discarded) per read: a client sends nothing on an SSE stream.
 RECEIVE_CHUNK = 4 * 1024
+#: Bytes a client may send on its stream before it is closed.
+MAX_DISCARD = 64 * 1024
 #: How long the closing ``error`` event may take to write.
 CLOSE_WRITE_TIMEOUT = 1.0
 
@@ -69,14 +71,19 @@ class SseTransport:
         self.dirty = False
 
     async def receive(self) -> str | ProtocolError | None:
-        """Wait for the peer to close (what it sends is discarded): None."""
-        while True:
+        """Wait for the peer to close: None. What it sends is discarded, up
+        to :data:`MAX_DISCARD` bytes; past that the stream is ended too (an
+        SSE client has nothing to say)."""
+        discarded = 0
+        while discarded <= MAX_DISCARD:
             try:
                 data = await self._stream.receive_some(RECEIVE_CHUNK)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
             if not data:
                 return None
+            discarded += len(data)
+        return None
 
     def frame(self, payload: Payload) -> bytes:
         return payload.sse_frame()

@@ -201,3 +201,16 @@ def test_sse_counts_against_the_connection_cap() -> None:
                 second.close()
         finally:
             first.close()
+
+
+def test_a_client_that_keeps_sending_is_closed(server: ServerProcess) -> None:
+    client = SseSocket(server.ws_port, "/sse")
+    try:
+        assert client.event()["event"] == "welcome"
+        client.sock.sendall(b"x" * 100_000)  # past the 64 KiB an SSE client may send
+        client.sock.settimeout(10)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            while True:
+                client.block()
+    finally:
+        client.close()
