@@ -8,7 +8,12 @@
 - idle: 10,000 idle WebSocket connections: server RSS per connection and
   connection rate;
 - slow: 5% of the subscribers stop reading (livenotify with
-  ``--slow-policy disconnect`` and ``drop``; the peer as it is).
+  ``--slow-policy disconnect`` and ``drop``; the peer as it is);
+- http: the fan-out to WebSocket subscribers, published by keep-alive HTTP
+  publishers (``POST /publish/<event>``): publishes per second, acknowledged;
+- sse: the fan-out to Server-Sent Events subscribers (``GET /sse``).
+  (livenotify only: the peer has neither; ratios are against its WebSocket
+  fan-out, and against livenotify's own in the same run.)
 
 Every fan-out row also gives deliveries per second of the server's own CPU
 time (psutil user + system, first publish to last delivery), the fair
@@ -386,6 +391,9 @@ def _fanout_figures(r: dict[str, Any]) -> dict[str, Any]:
         ),
         "connected": r["connected"],
         "pub_errors": r["pub_errors"],
+        "first_pub_error": r.get("first_pub_error"),
+        "pub_transport": r.get("pub_transport", "ws"),
+        "publishes_per_s": r.get("publishes_per_s"),
     }
 
 
@@ -399,6 +407,8 @@ def _urls(server: Server) -> dict[str, Any]:
             "expect_welcome": True,
             "host": "127.0.0.1",
             "tcp_port": server.tcp_port,
+            "sse_url": f"http://127.0.0.1:{server.ws_port}/sse?events=bench",
+            "http_pub_url": f"http://127.0.0.1:{server.ws_port}/publish/bench",
         }
     return {"sub_url": base, "pub_url": base, "expect_welcome": False}
 
@@ -410,6 +420,8 @@ def fanout(
     messages: int,
     rate: float = 0.0,
     transport: str = "ws",
+    pub_transport: str = "ws",
+    publishers: int = 1,
 ) -> dict[str, Any]:
     r = run_loadgen(
         {
@@ -418,6 +430,8 @@ def fanout(
             "messages": messages,
             "rate": rate,
             "transport": transport,
+            "pub_transport": pub_transport,
+            "publishers": publishers,
             **_urls(server),
         },
         cores,
@@ -502,7 +516,7 @@ def _fmt(v: Any, nd: int = 0) -> str:
 
 
 def _peer_of(rows: list[Row], row: Row) -> Row | None:
-    scenario = "fanout" if row.scenario == "tcp" else row.scenario
+    scenario = "fanout" if row.scenario in ("tcp", "http", "sse") else row.scenario
     for r in rows:
         if (
             r.server == "websockets"
@@ -551,7 +565,7 @@ def table(rows: list[Row]) -> str:
         per_cpu = f.get("deliveries_per_cpu_s")
         peer_cpu = p.figures.get("deliveries_per_cpu_s") if p else None
         cpu_ratio = per_cpu / peer_cpu if per_cpu and peer_cpu else None
-        label = r.server + ("/tcp" if r.transport == "tcp" else "")
+        label = r.server + ("/" + r.transport if r.transport != "ws" else "")
         scen = r.scenario + (f"@{f['rate']:g}/s" if f["rate"] else "")
         out.append(
             f"{scen:<16}{label:<24}{r.subscribers:>6}  {_fmt(f['deliveries_per_s']):>9}"
@@ -561,6 +575,8 @@ def table(rows: list[Row]) -> str:
             f"{_fmt(f['server_cpu_pct']):>7}%{_fmt(f['gen_cpu_pct']):>7}%"
             f"{_fmt(per_cpu):>12}{_fmt(cpu_ratio, 2) if cpu_ratio else '':>8}"
         )
+        if r.scenario in ("http", "sse") and f.get("note"):
+            out.append(f"{'':<16}  {f['note']}")
         if r.scenario == "latency" and len(f.get("runs", ())) > 1:
             runs = ", ".join(_fmt(v, 1) for v in f["runs"])
             out.append(f"{'':<16}  p99 ms of {len(f['runs'])} runs: {runs}; the median run shown")
@@ -706,7 +722,7 @@ def machine() -> dict[str, Any]:
 # -- main ---------------------------------------------------------------------
 
 
-SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow")
+SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow", "http", "sse")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -902,6 +918,15 @@ def main(argv: list[str] | None = None) -> int:
                 f["base_runs"] = [r[key] for r in bases]
                 f["base_" + key] = _median_run(bases, key)[key]
                 note(Row(scenario, label, n, "ws", f))
+
+    if "livenotify" in servers:
+        from benchmarks.http_scenarios import http_publish, sse_fanout
+
+        n = plan.subscribers[0]
+        if "http" in only:
+            note(http_publish(start, gen_cores, n, plan, rows, fanout))
+        if "sse" in only:
+            note(sse_fanout(start, gen_cores, n, plan, rows, fanout))
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

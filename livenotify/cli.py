@@ -104,16 +104,24 @@ def _run_publish(argv: Sequence[str]) -> int:
     )
     p.add_argument("--tls", action="store_true", help="connect with TLS (verified)")
     p.add_argument("--cafile", metavar="PEM", help="CA to trust for --tls instead of the system's")
+    p.add_argument(
+        "--url",
+        default=os.environ.get("LIVENOTIFY_URL"),
+        help="publish over HTTP to this http(s):// URL (the WebSocket port) instead of TCP",
+    )
     p.add_argument("event")
     p.add_argument("message", help="a JSON object (its keys are the fields) or text")
     args = p.parse_args(argv)
+    if args.url and not args.url.startswith(("http://", "https://")):
+        p.error(f"--url: expected an http:// or https:// URL, got {args.url[:80]!r}")
     fields, message = parse_message(args.message)
     if args.cafile is not None and not os.access(args.cafile, os.R_OK):
         print(f"livenotify publish: error: --cafile {args.cafile}: cannot read it", file=sys.stderr)
         return 2
     try:
+        target = args.url if args.url else args.host
         with Publisher(
-            args.host, args.port, token=args.token, tls=args.tls, cafile=args.cafile
+            target, args.port, token=args.token, tls=args.tls, cafile=args.cafile
         ) as publisher:
             # "data" and "message" in the object are those fields, as in v1.
             data, text = fields.pop("data", None), fields.pop("message", message)

@@ -101,11 +101,13 @@ class Heartbeat:
                 self.unwatch(probe)
                 sub.kill(protocol.IDLE_TIMEOUT)
                 continue
+            # Before the ping is made: a transport whose ping needs no
+            # answer (SSE's comment) sets it answered at once.
+            probe.waiting, probe.answered = True, False
             frame = transport.ping_frame(probe)
             if frame is None:
                 self.unwatch(probe)  # closing: the session ends on its own
                 continue
-            probe.waiting, probe.answered = True, False
             try:
                 sub.push_control(frame)
             except trio.ClosedResourceError:

@@ -8,6 +8,7 @@ queues hold the shared :class:`Payload`, never a per-subscriber copy.
 
 from __future__ import annotations
 
+import json
 import struct
 
 
@@ -23,15 +24,37 @@ def websocket_text_frame(data: bytes) -> bytes:
     return header + data
 
 
+def sse_event(text: str) -> bytes:
+    """One Server-Sent Events message for the JSON object ``text``:
+    ``id: E:N`` (when it carries ``epoch`` and ``offset``), ``event: <type>``,
+    ``data: <json>``, and the blank line that ends it. JSON text holds no
+    raw newline, so one ``data:`` line carries it all."""
+    event, position = "message", None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        kind = obj.get("type")
+        if isinstance(kind, str) and kind.isprintable():
+            event = kind
+        epoch, offset = obj.get("epoch"), obj.get("offset")
+        if isinstance(epoch, str) and epoch.isprintable() and type(offset) is int:
+            position = f"{epoch}:{offset}"
+    head = f"id: {position}\n" if position is not None else ""
+    return f"{head}event: {event}\ndata: {text}\n\n".encode()
+
+
 class Payload:
     """JSON text plus its lazily built, cached wire forms."""
 
-    __slots__ = ("_frame", "_line", "text")
+    __slots__ = ("_frame", "_line", "_sse", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._line: bytes | None = None
         self._frame: bytes | None = None
+        self._sse: bytes | None = None
 
     def line(self) -> bytes:
         """The NDJSON line for TCP."""
@@ -44,6 +67,13 @@ class Payload:
         if self._frame is None:
             self._frame = websocket_text_frame(self.text.encode())
         return self._frame
+
+    def sse_frame(self) -> bytes:
+        """The Server-Sent Events message (see :func:`sse_event`): parsed once
+        per notification, whatever the number of SSE subscribers."""
+        if self._sse is None:
+            self._sse = sse_event(self.text)
+        return self._sse
 
     def __repr__(self) -> str:
         return f"Payload({self.text[:60]!r})"

@@ -16,6 +16,11 @@ system's). ``token`` is the shared ``--publish-token`` or a JWT whose
 Subscribers receive the keyword arguments as the notification's top-level
 fields, exactly as a seed-form producer sends them.
 
+Or over HTTP, through one keep-alive connection to the WebSocket port
+(``POST /publish/<event>``), where only HTTP gets through::
+
+    publisher = Publisher("http://localhost:8765", token="...")
+
 Each call waits for the server's ``published`` acknowledgement, so a
 returned call means the server accepted the notification. A broken
 connection is re-opened once per call; thread-safe through one lock.
@@ -23,10 +28,13 @@ connection is re-opened once per call; thread-safe through one lock.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
 import threading
+import urllib.parse
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -35,8 +43,10 @@ from .protocol import Error, ProtocolError, Published
 
 __all__ = ["PublishError", "Publisher"]
 
-#: Largest server line we accept while waiting for an ack.
+#: Largest server line (or HTTP answer) we accept while waiting for an ack.
 MAX_LINE = 1 << 20
+#: The port of an ``http://`` URL without one: the server's WebSocket port.
+HTTP_PORT = 8765
 
 
 class PublishError(Exception):
@@ -49,7 +59,9 @@ class PublishError(Exception):
 
 
 class Publisher:
-    """Publish notifications to a livenotify server over TCP."""
+    """Publish notifications to a livenotify server over TCP, or over HTTP
+    when ``host`` is an ``http://`` or ``https://`` URL (its port, default
+    8765, is the server's WebSocket port; ``port`` is then ignored)."""
 
     def __init__(
         self,
@@ -61,8 +73,6 @@ class Publisher:
         tls: bool = False,
         cafile: str | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
         self.token = token
         #: The verifying TLS context (None: plain TCP).
         self._tls = ssl.create_default_context(cafile=cafile) if tls or cafile else None
@@ -70,6 +80,21 @@ class Publisher:
         self._sock: socket.socket | None = None
         self._file: Any = None
         self._lock = threading.Lock()
+        #: HTTP: the keep-alive connection and the URL's path prefix.
+        self._http: http.client.HTTPConnection | None = None
+        self._base = ""
+        if host.startswith(("http://", "https://")):
+            url = urllib.parse.urlsplit(host)
+            if not url.hostname:
+                raise ValueError(f"no host in {host!r}")
+            self.host, self.port = url.hostname, url.port or HTTP_PORT
+            self._base = url.path.rstrip("/")
+            if url.scheme == "https":
+                self._http = http.client.HTTPSConnection(self.host, self.port, timeout=timeout)
+            else:
+                self._http = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        else:
+            self.host, self.port = host, port
 
     def publish(
         self, event: str, data: Any = None, /, *, message: str | None = None, **fields: Any
@@ -85,6 +110,13 @@ class Publisher:
         Raises :class:`PublishError` when the server refuses it (``forbidden``,
         ``unknown_event``...) or cannot be reached.
         """
+        if self._http is not None:
+            body = dict(fields)
+            if data is not None:
+                body["data"] = data
+            if message is not None:
+                body["message"] = message
+            return self._post(event, protocol.encode(body).encode())
         obj: dict[str, Any] = {"type": "publish", "event": event}
         if fields:
             obj["fields"] = fields
@@ -95,11 +127,16 @@ class Publisher:
         if self.token is not None:
             obj["token"] = self.token
         line = (protocol.encode(obj) + "\n").encode()
+        return self._retrying(lambda: self._exchange(line))
+
+    def _retrying(self, call: Callable[[], Published]) -> Published:
+        """``call`` under the lock, once more on a fresh connection if the
+        first attempt found it broken."""
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    return self._exchange(line)
-                except (OSError, EOFError) as exc:
+                    return call()
+                except (OSError, EOFError, http.client.HTTPException) as exc:
                     self._close()
                     if attempt == 2:
                         why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -145,7 +182,37 @@ class Publisher:
             if isinstance(reply, protocol.Goodbye):
                 raise EOFError("server is shutting down")
 
+    def _post(self, event: str, body: bytes) -> Published:
+        """``POST /publish/<event>`` on the keep-alive connection."""
+        path = f"{self._base}/publish/{urllib.parse.quote(event, safe='')}"
+        headers = {"Content-Type": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+
+        def exchange() -> Published:
+            assert self._http is not None
+            self._http.request("POST", path, body=body, headers=headers)
+            response = self._http.getresponse()
+            raw = response.read(MAX_LINE)
+            if response.will_close:
+                self._http.close()  # the next call opens a new one
+            try:
+                reply = protocol.decode_server(raw.decode())
+            except (ProtocolError, UnicodeDecodeError) as exc:
+                raise PublishError(
+                    "invalid_reply", f"HTTP {response.status}: {str(exc)[:200]}"
+                ) from None
+            if isinstance(reply, Published):
+                return reply
+            if isinstance(reply, Error):
+                raise PublishError(reply.code, reply.message)
+            raise PublishError("invalid_reply", f"HTTP {response.status}: unexpected {reply!r}")
+
+        return self._retrying(exchange)
+
     def _close(self) -> None:
+        if self._http is not None:
+            self._http.close()
         if self._sock is not None:
             try:
                 self._file.close()

@@ -35,11 +35,13 @@ from .listeners import (
 )
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
+from .metrics import Metrics
 from .payload import Payload
+from .ready import Canary
 from .session import Session
 from .stats import Snapshot, collect
 from .storage import StorageBridge, display_db
-from .transports import TcpTransport, WsTransport
+from .transports import TcpTransport, Transport, WsTransport, sse
 from .transports.http import FrontDoor
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,12 @@ class Server:
         self.hub = Hub(config)
         #: Pings every WebSocket connection; the sessions enrol themselves.
         self.heartbeat = Heartbeat(config.idle_timeout)
+        #: Writes SSE streams' heartbeat comments (more often: for proxies).
+        self.sse_heartbeat = Heartbeat(min(config.idle_timeout, sse.HEARTBEAT_INTERVAL))
+        #: The /ready canary's probe through the delivery path.
+        self.canary = Canary(self.hub)
+        #: /metrics: the registry over stats(), and the latency histogram.
+        self.metrics = Metrics(self)
         self.admission = Admission(config.limits)
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
@@ -119,6 +127,7 @@ class Server:
                 # sent right after it is a graceful shutdown, not a traceback.
                 await root.start(self._watch_signals)
                 await connections.start(self.heartbeat.run)
+                await connections.start(self.sse_heartbeat.run)
                 await connections.start(self.hub.coalescer.run)
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
@@ -173,6 +182,8 @@ class Server:
         self.storage = storage
         self.history = EmbeddedLog(self.config, storage)
         self.hub.add_observer(self._on_publish)
+        self.hub.add_observer(self.metrics.on_publish)
+        await root.start(self.metrics.run)
         self.mail = await start_mail(root, self.config, storage)
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
@@ -354,6 +365,16 @@ class Server:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
             access=self.access, grant=grant,
+        )  # fmt: skip
+        await self._serve_session(session)
+
+    async def start_session(
+        self, transport: Transport, events: tuple[str, ...], grant: Grant
+    ) -> None:
+        """Serve a front-door stream (SSE) as a session subscribed to ``events``."""
+        session = Session(
+            self.hub, self.config, transport, self.storage, events,
+            heartbeat=self.sse_heartbeat, access=self.access, grant=grant,
         )  # fmt: skip
         await self._serve_session(session)
 

@@ -63,6 +63,9 @@ class Snapshot:
     #: The storage bridge's counters; empty when storage is not running.
     storage: Mapping[str, int] = field(default_factory=dict)
     mail: MailSnapshot | None = None
+    #: Messages refused with an error, and reads held back by the rate limit.
+    refused: int = 0
+    throttled: int = 0
 
     def line(self) -> str:
         """One line of counters, ``key=value`` separated by spaces."""
@@ -116,4 +119,6 @@ def collect(
             if mail is not None
             else None
         ),
+        refused=stats.refused,
+        throttled=stats.throttled,
     )

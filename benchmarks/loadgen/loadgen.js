@@ -8,6 +8,10 @@
 //   message carries its sequence number and its send time, so each delivery
 //   gives a latency (same process, same clock) and per-subscriber loss,
 //   duplicate and reordering counts. Prints one JSON result line on stdout.
+//   `transport` "sse": the subscribers are Server-Sent Events streams
+//   (`sse_url`). `pub_transport` "http": instead of the publisher WebSocket,
+//   `publishers` keep-alive HTTP connections POST the messages to `http_pub_url`
+//   (each waits for its answer before the next; the result adds publishes_per_s).
 // mode "idle": open `connections` WebSockets, print {"phase":"open",...}, hold
 //   them until a line arrives on stdin, close them, print {"phase":"closed"}.
 //
@@ -15,6 +19,7 @@
 // runner and reports its own CPU use (cpu_pct) so a saturated generator shows.
 'use strict';
 
+const http = require('http');
 const net = require('net');
 const { performance } = require('perf_hooks');
 const WebSocket = require('ws');
@@ -251,6 +256,94 @@ function openTcp(i, onLine, onClose) {
   });
 }
 
+// Server-Sent Events on a raw socket: the response head, then lines; the
+// first data line (the welcome) marks it ready, later lines go to onLine.
+function openSse(url, i, onLine, onClose) {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: u.hostname, port: +u.port, localAddress: srcAddr(i) });
+    sock.setNoDelay(true);
+    let ready = false;
+    let headDone = false;
+    let rest = null;
+    sock.write(`GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\nAccept: text/event-stream\r\n\r\n`);
+    sock.on('data', (chunk) => {
+      let buf = rest ? Buffer.concat([rest, chunk]) : chunk;
+      rest = null;
+      let start = 0;
+      if (!headDone) {
+        const end = buf.indexOf(CRLF2);
+        if (end < 0) {
+          rest = Buffer.from(buf);
+          return;
+        }
+        const status = buf.toString('latin1', 0, buf.indexOf(13));
+        if (!/ 200 /.test(status)) {
+          sock.destroy(new Error(status));
+          return;
+        }
+        headDone = true;
+        start = end + 4;
+      }
+      let nl;
+      while ((nl = buf.indexOf(10, start)) >= 0) {
+        if (ready) onLine(buf, start, nl);
+        else if (buf[start] === 100 /* d: the welcome's data line */) {
+          ready = true;
+          resolve(sock);
+        }
+        start = nl + 1;
+      }
+      rest = start < buf.length ? Buffer.from(buf.subarray(start)) : null;
+    });
+    sock.on('error', (e) => {
+      if (!ready) reject(e);
+    });
+    sock.on('close', () => {
+      if (!ready) reject(new Error('closed before ready'));
+      else onClose(0);
+    });
+  });
+}
+
+// POST `messages` payloads over `publishers` keep-alive HTTP connections.
+async function httpPublish(M, onError) {
+  const u = new URL(cfg.http_pub_url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: cfg.publishers || 4 });
+  let next = 0;
+  function post(body) {
+    return new Promise((resolve) => {
+      const req = http.request(
+        {
+          host: u.hostname, port: +u.port, path: u.pathname, method: 'POST', agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        },
+        (res) => {
+          const parts = [];
+          res.on('data', (d) => parts.push(d));
+          res.on('end', () => {
+            if (res.statusCode !== 200) onError(`${res.statusCode} ${Buffer.concat(parts).toString().slice(0, 200)}`);
+            resolve();
+          });
+        },
+      );
+      req.on('error', (e) => {
+        onError(e.message);
+        resolve();
+      });
+      req.end(body);
+    });
+  }
+  async function worker() {
+    while (next < M) {
+      const seq = next++;
+      await post(makePayload(seq, cfg.size));
+    }
+  }
+  await Promise.all(Array.from({ length: cfg.publishers || 4 }, worker));
+  agent.destroy();
+}
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return null;
   const k = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
@@ -297,6 +390,8 @@ async function fanout() {
   const failed = await pool(S, cfg.concurrency || 100, async (i) => {
     if (cfg.transport === 'tcp') {
       conns[i] = await openTcp(i, (buf, a, b) => record(i, buf, a, b), onClose);
+    } else if (cfg.transport === 'sse') {
+      conns[i] = await openSse(cfg.sse_url, i, (buf, a, b) => record(i, buf, a, b), onClose);
     } else {
       conns[i] = await openRawWs(cfg.sub_url, i, (buf, a, b) => record(i, buf, a, b), onClose);
     }
@@ -306,13 +401,16 @@ async function fanout() {
 
   let pubErrors = 0;
   let firstPubError = null;
-  const pub = await openWs(cfg.pub_url, S + 1, (d) => {
-    const text = d.toString();
-    if (text.includes('"error"')) {
-      pubErrors++;
-      if (!firstPubError) firstPubError = text.slice(0, 200);
-    }
-  });
+  const viaHttp = cfg.pub_transport === 'http';
+  const pub = viaHttp
+    ? null
+    : await openWs(cfg.pub_url, S + 1, (d) => {
+        const text = d.toString();
+        if (text.includes('"error"')) {
+          pubErrors++;
+          if (!firstPubError) firstPubError = text.slice(0, 200);
+        }
+      });
 
   process.stdout.write(JSON.stringify({ phase: 'publishing' }) + '\n');
   const cpu0 = process.cpuUsage();
@@ -321,7 +419,13 @@ async function fanout() {
   // Publish. At max rate, keep the socket's buffer bounded instead of queueing
   // all messages in node's memory at once; at a fixed rate, follow a schedule.
   const rate = cfg.rate || 0;
-  for (let seq = 0; seq < M; seq++) {
+  if (viaHttp) {
+    await httpPublish(M, (why) => {
+      pubErrors++;
+      if (!firstPubError) firstPubError = why;
+    });
+  }
+  for (let seq = 0; !viaHttp && seq < M; seq++) {
     if (rate > 0) {
       const due = start + (seq * 1000) / rate;
       const wait = due - now();
@@ -391,12 +495,14 @@ async function fanout() {
     cpu_pct: (100 * (cpu.user + cpu.system)) / 1e6 / Math.max(wall, 1e-9),
     pub_errors: pubErrors,
     first_pub_error: firstPubError,
+    pub_transport: viaHttp ? 'http' : 'ws',
+    publishes_per_s: (M - pubErrors) / Math.max((pubEnd - start) / 1000, 1e-9),
     timed_out: timedOut,
   };
   lat = null;
   process.stdout.write(JSON.stringify(result) + '\n');
   for (const c of conns) if (c) c.destroy();
-  pub.terminate();
+  if (pub) pub.terminate();
 }
 
 async function idle() {

@@ -179,6 +179,19 @@ class Hub:
         self.coalescer.touch()
         return delivered
 
+    def deliver_exact(self, event: str, payload: Payload) -> int:
+        """Queue ``payload`` for the subscribers of exactly ``event``, not of
+        ``*``, through the same per-subscriber path, counting nothing: the
+        ``/ready`` canary's probe (a reserved event no client can name)."""
+        delivered = 0
+        for sub in tuple(self._by_event.get(event, ())):
+            try:
+                delivered += sub.push(payload)
+            except trio.ClosedResourceError:
+                pass
+        self.coalescer.touch()
+        return delivered
+
     def _offer(self, sub: Subscriber, payload: Payload) -> int:
         try:
             accepted = sub.push(payload)

@@ -34,7 +34,7 @@ from ..access import Grant
 from ..config import Config
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
-from .routes import BAD_REQUEST, App, Request, Response, error_response, route
+from .routes import BAD_REQUEST, App, Request, Response, Takeover, error_response, route
 from .ws import WsTransport
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,10 @@ class FrontDoor:
             # No reference to the HTTP state (h11's buffers, the request)
             # outlives _serve: a WebSocket's session runs without it.
             handoff = await self._serve(_Exchange(stream, peer, self._http(), refuse=refuse))
-            if handoff is not None:
+            if isinstance(handoff, tuple):
                 await self._start_session(*handoff)
+            elif handoff is not None:
+                await handoff(stream, peer)  # a stream response (SSE)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -128,9 +130,12 @@ class FrontDoor:
         limit = self.config.limits.max_http_head_bytes
         return h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
 
-    async def _serve(self, ex: _Exchange) -> tuple[WsTransport, tuple[str, ...], Grant] | None:
+    async def _serve(
+        self, ex: _Exchange
+    ) -> tuple[WsTransport, tuple[str, ...], Grant] | Takeover | None:
         """Answer HTTP requests until the connection ends or turns into a
-        WebSocket: then the transport and its initial events."""
+        WebSocket (then the transport and its initial events) or a stream
+        (then the response's takeover)."""
         conn, timeout = ex.conn, self.config.handshake_timeout
         cap = self.config.limits.max_requests_per_connection
         for served in range(1, cap + 1):
@@ -153,6 +158,8 @@ class FrontDoor:
                 return None
             request.bucket = ex.bucket(self.config)
             response = await route(self.app, request)
+            if response.takeover is not None:
+                return response.takeover
             if served == cap:
                 response.close = True
             await self._respond(ex, response)

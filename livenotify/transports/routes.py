@@ -13,6 +13,7 @@ object; the HTTP status comes from the code, in one table
 
 from __future__ import annotations
 
+import functools
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -20,16 +21,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import h11
+import trio
 
-from .. import protocol, web
+from .. import metrics, protocol, ready, web
 from ..access import ANONYMOUS, request_token
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
+from . import sse
 
 if TYPE_CHECKING:
-    from ..access import Authority
+    from ..access import Authority, Grant
     from ..config import Config
     from ..hub import Hub
+    from ..mail import MailService
+    from ..stats import Snapshot
+    from ..storage import StorageBridge
+    from .base import Transport
 
 
 class App(Protocol):
@@ -39,6 +46,24 @@ class App(Protocol):
     hub: Hub
     #: Token checks: ``app.access.authorize(request)`` is the request's grant.
     access: Authority
+    storage: StorageBridge | None
+    mail: MailService | None
+    metrics: metrics.Metrics
+    canary: ready.Canary
+
+    def stats(self) -> Snapshot:
+        """The one snapshot of the server's counters (``/metrics``)."""
+        ...
+
+    async def start_session(
+        self, transport: Transport, events: tuple[str, ...], grant: Grant
+    ) -> None:
+        """Serve ``transport`` as a session subscribed to ``events`` (SSE)."""
+        ...
+
+
+#: Takes the connection over after a response (SSE): (stream, peer).
+Takeover = Callable[[trio.abc.Stream, str], Awaitable[None]]
 
 
 log = logging.getLogger(__name__)
@@ -119,6 +144,9 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     #: Close the connection after this response.
     close: bool = False
+    #: Instead of this response, the connection goes to ``takeover``, which
+    #: writes its own head (a stream: SSE).
+    takeover: Takeover | None = None
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -190,6 +218,32 @@ async def publish(app: App, request: Request) -> Response:
     return Response(200, protocol.encode_server(reply).encode())
 
 
+async def sse_stream(app: App, request: Request) -> Response:
+    """``GET /sse``: the connection becomes a Server-Sent Events stream
+    (:mod:`.sse`); a bad request is a plain JSON error before it."""
+    events, since = sse.check_request(
+        app.hub, app.config.limits, request.query, request.header(b"last-event-id")
+    )
+    # A token (Bearer or ?token=) may grant private events; without a grant
+    # asking for one is forbidden, and ``*`` leaves them out.
+    grant = app.access.authorize(request)
+    app.access.check_subscribe(events, grant)
+    stream = functools.partial(sse.stream_events, app, events, since, grant)
+    return Response(200, b"", takeover=stream)
+
+
+async def readiness(app: App, request: Request) -> Response:
+    """``GET /ready``: 200 when every part is ok, else 503; each part as JSON
+    (:mod:`livenotify.ready`)."""
+    ok, parts = await ready.check(app)
+    return json_response({"status": "ok" if ok else "unavailable", **parts}, 200 if ok else 503)
+
+
+async def metrics_text(app: App, request: Request) -> Response:
+    """``GET /metrics``: the Prometheus text format (:mod:`livenotify.metrics`)."""
+    return Response(200, app.metrics.render(), metrics.CONTENT_TYPE.encode())
+
+
 def _fields(request: Request, limits: Any) -> dict[str, Any]:
     """The notification's fields from the body (validated as the protocol does)."""
     try:
@@ -228,6 +282,9 @@ ROUTES: list[Route] = [
     *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
     Route("POST", "/publish/", publish, prefix=True),
+    Route("GET", "/sse", sse_stream),
+    Route("GET", "/ready", readiness),
+    Route("GET", "/metrics", metrics_text),
 ]
 
 
