@@ -47,7 +47,10 @@ def flood(port: int, count: int) -> None:
 
 
 def test_slow_consumer_is_disconnected_and_others_get_everything() -> None:
-    with running_server("--queue-size", "16", "--rate-limit", "0") as srv:
+    # 256 queued (1 MiB here) is slack for the fast readers, threads on a
+    # loaded machine; the slow one, with a 4 KiB receive buffer, overflows
+    # it long before the flood's 12 MB are through.
+    with running_server("--queue-size", "256", "--rate-limit", "0") as srv:
         slow = slow_reader(srv.tcp_port)
         fast = LineClient("127.0.0.1", srv.tcp_port, timeout=30)
         fast.recv()
