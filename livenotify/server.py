@@ -27,6 +27,7 @@ from .hub import Hub
 from .listeners import bound_addresses, client_ip, format_address, open_listeners, ready_line
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
+from .optin import OptIn
 from .payload import Payload
 from .session import Session
 from .stats import Snapshot, collect
@@ -60,6 +61,8 @@ class Server:
         self.storage: StorageBridge | None = None
         self.history: EmbeddedLog | None = None
         self.mail: MailService | None = None
+        #: Double opt-in and the registration limits, shared by the sessions.
+        self.optin = OptIn(config)
         self.tcp_port = 0
         self.ws_port = 0
         self._console = console
@@ -78,8 +81,7 @@ class Server:
 
     def stats(self) -> Snapshot:
         """The server's counters now (console ``stats``)."""
-        mail = self.mail.dispatcher if self.mail is not None else None
-        return collect(self.hub, self.storage, mail)
+        return collect(self.hub, self.storage, self.mail, self.optin)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is requested, then drain and return."""
@@ -141,6 +143,7 @@ class Server:
         self.history = EmbeddedLog(self.config, storage)
         self.hub.add_observer(self._on_publish)
         self.mail = await start_mail(root, self.config, storage)
+        self.optin.sender = self.mail.dispatcher.submit_confirmation
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
         # The notification log feeds the e-mail outbox; a full storage
@@ -245,7 +248,10 @@ class Server:
             await stream.aclose()
             return
         transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
-        session = Session(self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat)
+        session = Session(
+            self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat,
+            optin=self.optin,
+        )  # fmt: skip
         await self._serve_session(session, ip)
 
     async def _handle_ws(self, request: WebSocketRequest) -> None:
@@ -277,8 +283,9 @@ class Server:
             return
         transport = WsTransport(ws, peer)
         session = Session(
-            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
-        )
+            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
+            optin=self.optin,
+        )  # fmt: skip
         await self._serve_session(session, ip)
 
 

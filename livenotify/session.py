@@ -24,9 +24,11 @@ from . import protocol, reasons
 from .config import Config
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
+from .optin import OptIn
 from .payload import Payload
 from .protocol import (
     ClientMessage,
+    Confirm,
     EventsRequest,
     Exit,
     HelpRequest,
@@ -61,9 +63,9 @@ class Session:
 
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
-        "_bucket", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
-        "_probe", "_reader_scope", "_replies", "_writer_done", "config", "hub", "storage", "sub",
-        "transport",
+        "_bucket", "_emails", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
+        "_optin", "_probe", "_reader_scope", "_replies", "_writer_done", "config", "hub", "storage",
+        "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -74,12 +76,17 @@ class Session:
         storage: StorageBridge | None = None,
         initial_events: Sequence[str] = (),
         heartbeat: Heartbeat | None = None,
+        optin: OptIn | None = None,
     ) -> None:
         self.hub = hub
         self.config = config
         self.transport = transport
         self.storage = storage
         self._initial_events = initial_events
+        #: Double opt-in and registration limits; addresses this connection
+        #: registered (``--max-registrations``).
+        self._optin = optin
+        self._emails: set[str] = set()
         #: The connection's nursery while it runs; cancelling it ends everything.
         self._nursery: trio.Nursery | None = None
         self._killed = False
@@ -276,6 +283,8 @@ class Session:
         match msg:
             case Register(email):
                 await self._register(email)
+            case Confirm(code):
+                await self._confirm(code)
             case Subscribe(events):
                 self._check_known(events)
                 total = len(sub.events | set(events))
@@ -330,26 +339,66 @@ class Session:
     async def _register(self, email: str) -> None:
         sub = self.sub
         stored: list[str] = []
+        self._admit(email)
+        confirmed = self._optin is None or not self._optin.enabled
+        code = None
         if self.storage is not None:
             try:
                 stored = await self.storage.subscriptions_of(email)
+                state = await self.storage.subscriber(email) if not confirmed else None
             except StorageBusy:
                 raise _storage_busy() from None
+            confirmed = confirmed or (state is not None and state[0])
+            if not confirmed and self._optin is not None:
+                code = self._optin.pending_code(*(state[1:] if state else (None, None, None)))
             explicit = sorted(self._explicit)
             try:
-                seq = self.storage.register(email)
+                seq = self.storage.register(email, confirmed=confirmed)
                 if explicit:
                     seq = self.storage.subscribe(email, explicit)
+                if code is not None and code.send:
+                    seq = self.storage.set_confirmation(email, code.code, code.expires)
             except StorageBusy:
                 raise _storage_busy() from None
-            await self._committed(seq)  # both: they commit in order
+            await self._committed(seq)  # all: they commit in order
+            if code is not None and code.send and self._optin is not None:
+                self._optin.send(email, code.code)
+        self._emails.add(email)
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
         self.hub.subscribe(sub, restored)
         self._explicit.update(restored)
-        log.info("register #%d %s restored=%d", sub.id, email, len(restored))
-        await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
+        log.info(
+            "register #%d %s restored=%d confirmed=%s", sub.id, email, len(restored), confirmed
+        )
+        await self._send(protocol.Registered(email, tuple(sorted(self._explicit)), confirmed))
+
+    def _admit(self, email: str) -> None:
+        """The registration limits: per connection, then per client."""
+        optin = self._optin
+        if optin is None or email in self._emails:
+            return
+        if len(self._emails) >= self.config.limits.max_registrations:
+            raise optin.refuse_connection()
+        optin.admit(self.transport.peer, email)
+
+    async def _confirm(self, code: str) -> None:
+        """``confirm <code>``: the address waiting for ``code`` gets mail from now on."""
+        invalid = ProtocolError(protocol.INVALID_CODE, "unknown or expired confirmation code")
+        if self.storage is None or self._optin is None:
+            raise invalid
+        try:
+            found = await self.storage.confirmation(code)
+        except StorageBusy:
+            raise _storage_busy() from None
+        if found is None or not self._optin.live(found[1]):
+            raise invalid
+        email = found[0]
+        await self._store(self.storage.confirm, email, code)
+        self._optin.confirmed += 1
+        log.info("confirm #%d %s", self.sub.id, email)
+        await self._send(protocol.Confirmed(email))
 
     async def _store(self, write: Callable[..., int], *args: Any) -> None:
         """Hand a write to storage and wait until it is committed: a reply
