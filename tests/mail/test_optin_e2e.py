@@ -34,7 +34,7 @@ BURST = 3
 def confirmation_code(received: Received) -> str:
     body = received.message.get_body(("plain",))
     assert body is not None
-    m = re.search(r"^\s*confirm ([A-Za-z0-9_-]+)$", str(body.get_content()), re.M)
+    m = re.search(r"^[ \t]*confirm ([A-Za-z0-9_-]+)\r?$", str(body.get_content()), re.M)
     assert m is not None, body.get_content()
     return m.group(1)
 

@@ -8,10 +8,14 @@ import re
 from pathlib import Path
 
 from tests.helpers import running_server
-from tests.mailtools import MAIL_REDIS_URL, celery_worker, flush_redis_db, smtp_sink
 from tests.mail.test_mail_e2e import worker_env
+from tests.mailtools import MAIL_REDIS_URL, celery_worker, flush_redis_db, smtp_sink
 
-NO_WORKER = rf"WARNING livenotify.mail: no mail worker is connected to {re.escape(MAIL_REDIS_URL)}; mail waits"
+NO_WORKER = (
+    r"WARNING livenotify.mail: no mail worker is connected to "
+    + re.escape(MAIL_REDIS_URL)
+    + "; mail waits"
+)
 
 
 def test_stats_and_log_follow_the_worker(tmp_path: Path) -> None:
