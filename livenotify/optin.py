@@ -21,9 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from .config import Config
-from .protocol import TOO_MANY_REGISTRATIONS, ProtocolError
+from .protocol import (
+    INVALID_CODE,
+    STORAGE_BUSY,
+    TOO_MANY_REGISTRATIONS,
+    ProtocolError,
+    check_code,
+)
+from .storage import StorageBusy
+
+if TYPE_CHECKING:
+    from .storage import StorageBridge
 
 log = logging.getLogger("livenotify.optin")
 
@@ -151,6 +162,27 @@ class OptIn:
     def live(expires: str, now: float | None = None) -> bool:
         """Whether a code expiring at ``expires`` is still valid."""
         return parse_iso(expires) > (time.time() if now is None else now)
+
+    async def confirm(self, storage: StorageBridge | None, code: object) -> str:
+        """Confirm the address waiting for ``code`` and return it, once the
+        change is committed. ``invalid_code`` for a malformed, unknown or
+        expired code; ``storage_busy`` when storage cannot answer or commit.
+        Used by ``confirm`` (any transport) and ``GET /confirm?code=``."""
+        invalid = ProtocolError(INVALID_CODE, "unknown or expired confirmation code")
+        if storage is None:
+            raise invalid
+        code = check_code(code)
+        try:
+            found = await storage.confirmation(code)
+            if found is None or not self.live(found[1]):
+                raise invalid
+            email = found[0]
+            await storage.committed(storage.confirm(email, code))
+        except StorageBusy:
+            raise ProtocolError(STORAGE_BUSY, "storage is busy; try again shortly") from None
+        self.confirmed += 1
+        log.info("confirmed %s", email)
+        return email
 
     def link(self, code: str) -> str:
         """The confirmation link for ``code`` (the front door's ``/confirm``)."""

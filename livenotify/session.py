@@ -385,19 +385,9 @@ class Session:
 
     async def _confirm(self, code: str) -> None:
         """``confirm <code>``: the address waiting for ``code`` gets mail from now on."""
-        invalid = ProtocolError(protocol.INVALID_CODE, "unknown or expired confirmation code")
-        if self.storage is None or self._optin is None:
-            raise invalid
-        try:
-            found = await self.storage.confirmation(code)
-        except StorageBusy:
-            raise _storage_busy() from None
-        if found is None or not self._optin.live(found[1]):
-            raise invalid
-        email = found[0]
-        await self._store(self.storage.confirm, email, code)
-        self._optin.confirmed += 1
-        log.info("confirm #%d %s", self.sub.id, email)
+        if self._optin is None:
+            raise ProtocolError(protocol.INVALID_CODE, "unknown or expired confirmation code")
+        email = await self._optin.confirm(self.storage, code)
         await self._send(protocol.Confirmed(email))
 
     async def _store(self, write: Callable[..., int], *args: Any) -> None:

@@ -5,7 +5,10 @@ SMTP server, all real processes and sockets (issue 13, point 4).
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +217,25 @@ def test_registrations_per_client_address() -> None:
             c.send({"type": "register", "email": "u0.0@ip.test"})
             assert c.recv_type("registered")["email"] == "u0.0@ip.test"
         server.command("stats", r"registrations_refused=3\b")
+
+
+def test_the_link_of_the_mail_confirms_on_the_front_door(
+    stack: tuple[ServerProcess, WorkerProcess], sink: SmtpSink
+) -> None:
+    server, _ = stack
+    cy = "cy@link.test"
+    with client(server) as c:
+        c.send({"type": "register", "email": cy})
+        assert c.recv_type("registered")["confirmed"] is False
+        [mail] = sink.wait_for(lambda r: bool(confirmations(sink, cy)))[-1:]
+        code = confirmation_code(mail)
+        base = f"http://127.0.0.1:{server.ws_port}/confirm"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}?code=nope{code[4:]}", timeout=10)
+        assert refused.value.code == 400
+        assert json.loads(refused.value.read())["code"] == "invalid_code"
+        with urllib.request.urlopen(f"{base}?code={code}", timeout=10) as answer:
+            assert answer.status == 200
+            assert json.loads(answer.read()) == {"type": "confirmed", "email": cy}
+        c.send({"type": "register", "email": cy})
+        assert c.recv_type("registered")["confirmed"] is True
