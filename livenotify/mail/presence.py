@@ -4,7 +4,8 @@ With Redis (or any broker with remote control) a thread asks every
 ``--mail-worker-check`` seconds which workers consume the ``livenotify-mail``
 queue (Celery's ``inspect().active_queues()``, one second to answer). With
 the embedded broker remote control is off, so the embedded worker process
-being alive is the answer. The first time none is there the server logs one
+being alive is the answer (with ``--no-worker`` it stays 0 and unlogged:
+start-up said mail waits in the broker). The first time none is there the server logs one
 WARNING (``no mail worker is connected to ...; mail waits``), and one INFO
 when one is back. ``stats`` shows ``mail_workers=N``.
 """
@@ -57,6 +58,11 @@ class WorkerPresence:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Look until cancelled."""
         task_status.started()
+        if self.config.broker is None and self._embedded_alive is None:
+            # --no-worker: start_mail said so already; a worker started by
+            # hand on the embedded broker cannot be seen from here.
+            self.workers = 0
+            return
         if self.config.broker is None:
             while True:
                 alive = self._embedded_alive is not None and self._embedded_alive()
