@@ -158,6 +158,17 @@ class OptIn:
         new = secrets.token_urlsafe(CODE_BYTES)
         return PendingCode(new, iso(now + self.config.confirm_ttl), send=True)
 
+    async def state_of(self, storage: StorageBridge, email: str) -> tuple[bool, PendingCode | None]:
+        """Whether ``email`` gets mail (confirmed, or ``--no-confirm``), and
+        if not, its pending code. Raises StorageBusy."""
+        if not self.enabled:
+            return True, None
+        state = await storage.subscriber(email)
+        if state is not None and state[0]:
+            return True, None
+        code, expires, sent = state[1:] if state is not None else (None, None, None)
+        return False, self.pending_code(code, expires, sent)
+
     @staticmethod
     def live(expires: str, now: float | None = None) -> bool:
         """Whether a code expiring at ``expires`` is still valid."""

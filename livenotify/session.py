@@ -345,12 +345,10 @@ class Session:
         if self.storage is not None:
             try:
                 stored = await self.storage.subscriptions_of(email)
-                state = await self.storage.subscriber(email) if not confirmed else None
+                if self._optin is not None:
+                    confirmed, code = await self._optin.state_of(self.storage, email)
             except StorageBusy:
                 raise _storage_busy() from None
-            confirmed = confirmed or (state is not None and state[0])
-            if not confirmed and self._optin is not None:
-                code = self._optin.pending_code(*(state[1:] if state else (None, None, None)))
             explicit = sorted(self._explicit)
             try:
                 seq = self.storage.register(email, confirmed=confirmed)

@@ -3,11 +3,15 @@ per-recipient cap, the confirm message and the confirmation mail."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+import trio
 
 from livenotify import protocol
 from livenotify.config import Config, Limits
 from livenotify.mail.caps import RecipientCap
+from livenotify.mail.presence import WorkerPresence
 from livenotify.optin import OptIn, client_key, iso, parse_iso
 from tasks.compose import ComposeError
 from tasks.confirmation import compose_confirmation
@@ -100,3 +104,23 @@ def test_confirmation_mail_carries_code_and_link_only() -> None:
             recipient="a@x.org",
             sender="n@x.org",
         )
+
+
+async def test_embedded_presence_follows_the_worker_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="livenotify.mail")
+    alive = [True]
+    presence = WorkerPresence(Config(), lambda: alive[0])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(presence.run)
+            while presence.workers != 1:
+                await trio.sleep(0.01)
+            alive[0] = False
+            while presence.workers != 0:
+                await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("no mail worker is connected to embedded; mail waits") == 1
+    assert "mail worker(s) connected to embedded: 1" in lines
