@@ -20,6 +20,7 @@ import trio.testing
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from livenotify.access import Authority, Grant
 from livenotify.config import Config, Limits
 from livenotify.hub import Hub
 from livenotify.session import Session
@@ -96,10 +97,12 @@ async def run_front_door(data: bytes, cuts: list[int], close: bool) -> bytes:
 
     app: Any = App()
     app.hub = hub
+    app.config = CONFIG
 
-    async def start_session(transport: WsTransport, events: tuple[str, ...]) -> None:
-        await Session(hub, CONFIG, transport, None, events).run()
+    async def start_session(transport: WsTransport, events: tuple[str, ...], grant: Grant) -> None:
+        await Session(hub, CONFIG, transport, None, events, grant=grant).run()
 
+    app.access = Authority(CONFIG)  # the upgrade's token check
     door = FrontDoor(CONFIG, start_session, app)
     client, server = trio.testing.memory_stream_pair()
     out = bytearray()

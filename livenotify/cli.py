@@ -1,4 +1,4 @@
-"""``livenotify serve | client | publish``.
+"""``livenotify serve | client | publish | token``.
 
 Every ``serve`` setting is a flag, a ``LIVENOTIFY_<FLAG>`` environment
 variable (``--ws-port`` is ``LIVENOTIFY_WS_PORT``; switches take 1/0,
@@ -97,13 +97,24 @@ def _run_publish(argv: Sequence[str]) -> int:
     )
     p.add_argument("--host", default=os.environ.get("LIVENOTIFY_HOST", "localhost"))
     p.add_argument("--port", type=_port, default=os.environ.get("LIVENOTIFY_PORT", "8888"))
-    p.add_argument("--token", default=os.environ.get("LIVENOTIFY_PUBLISH_TOKEN"))
+    p.add_argument(
+        "--token",
+        default=os.environ.get("LIVENOTIFY_PUBLISH_TOKEN"),
+        help="the shared publish token, or a JWT granting the event",
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS (verified)")
+    p.add_argument("--cafile", metavar="PEM", help="CA to trust for --tls instead of the system's")
     p.add_argument("event")
     p.add_argument("message", help="a JSON object (its keys are the fields) or text")
     args = p.parse_args(argv)
     fields, message = parse_message(args.message)
+    if args.cafile is not None and not os.access(args.cafile, os.R_OK):
+        print(f"livenotify publish: error: --cafile {args.cafile}: cannot read it", file=sys.stderr)
+        return 2
     try:
-        with Publisher(args.host, args.port, token=args.token) as publisher:
+        with Publisher(
+            args.host, args.port, token=args.token, tls=args.tls, cafile=args.cafile
+        ) as publisher:
             # "data" and "message" in the object are those fields, as in v1.
             data, text = fields.pop("data", None), fields.pop("message", message)
             ack = publisher.publish(args.event, data, message=text, **fields)
@@ -123,14 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return client_main(argv[1:])
     if argv and argv[0] == "publish":
         return _run_publish(argv[1:])
+    if argv and argv[0] == "token":
+        from .tokens import main as token_main
+
+        return token_main(argv[1:])
     parser = _Parser(
         prog="livenotify",
         description="Live notification server: TCP and WebSocket subscribers, one hub.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,client,publish}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{serve,client,publish,token}"
+    )
     _serve_parser(sub)
     sub.add_parser("client", help="interactive terminal client (livenotify client --help)")
     sub.add_parser("publish", help="publish one notification (livenotify publish --help)")
+    sub.add_parser("token", help="print a signed access token (livenotify token --help)")
     args = parser.parse_args(argv)
     return _run_serve(args)
 

@@ -90,6 +90,69 @@ def _host(text: str) -> str:
     return text.strip()
 
 
+def _pem_file(marker: str) -> Callable[[str], str]:
+    """A check: ``path`` is a readable file holding a PEM ``marker`` block."""
+
+    def check(path: str) -> str:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1 << 20)
+        except OSError as exc:
+            raise ValueError(f"{path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in head or marker.encode() not in head:
+            raise ValueError(f"{path}: not a PEM file with a {marker}")
+        return path
+
+    return check
+
+
+def _secret(text: str) -> str:
+    if not text.strip():
+        raise ValueError("empty secret")
+    return text
+
+
+def load_public_key(path: str) -> tuple[Any, str]:
+    """The key in PEM file ``path`` and its algorithm (RS256 or ES256);
+    ``ValueError`` with a reason otherwise."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        raise ValueError("not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key, "ES256"
+    raise ValueError("only RSA (RS256) and EC (ES256) keys are supported")
+
+
+def _public_key(path: str) -> str:
+    try:
+        load_public_key(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return path
+
+
+def _event_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    from .protocol import ProtocolError, check_catalog_name
+
+    for name in names:
+        try:
+            check_catalog_name(name, Limits())
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
+    return names
+
+
 class SlowPolicy(StrEnum):
     """What the hub does when a subscriber's queue is full."""
 
@@ -210,6 +273,26 @@ class Config:
         invert=True,
     )
     publish_token: str | None = setting(None, "token required to publish", secret=True)
+    #: TLS on both listeners (TCP port, and https:// / wss:// on the front
+    #: door); both files are PEM, checked at start-up.
+    tls_cert: str | None = setting(
+        None, "PEM certificate (chain): both ports speak TLS", check=_pem_file("CERTIFICATE")
+    )
+    tls_key: str | None = setting(
+        None, "PEM private key of --tls-cert (unencrypted)", check=_pem_file("PRIVATE KEY")
+    )
+    #: JWT access (see livenotify.access): a shared secret (HS256) or the
+    #: public key of whoever signs the tokens (RS256 or ES256).
+    jwt_secret: str | None = setting(
+        None, "accept JWTs signed with this HS256 secret", check=_secret, secret=True
+    )
+    jwt_public_key: str | None = setting(
+        None, "accept JWTs signed by this PEM public key's owner (RS256/ES256)", check=_public_key
+    )
+    #: Events only a token's ``subscribe`` claim opens (also through ``*``).
+    private_events: tuple[str, ...] = setting(
+        (), "comma-separated events that need a token to subscribe", check=_event_names
+    )
     #: Seconds ``exit``/SIGTERM waits for clients and storage to drain.
     grace_period: float = setting(5.0, "seconds to drain on shutdown", lo=0, hi=3600)
     log_level: str = setting(

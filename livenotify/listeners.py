@@ -138,19 +138,21 @@ def client_ip(host: str) -> str:
 _WILDCARDS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
 
 
-def ready_line(host: str, ws_port: int, tcp_port: int, *, console: bool) -> str:
+def ready_line(host: str, ws_port: int, tcp_port: int, *, console: bool, tls: bool = False) -> str:
     """The start-up line operators (and scripts) wait for::
 
         ready — ws://localhost:8765  tcp localhost:8888  (type help for commands)
 
     ``localhost`` for a wildcard host, else the host, bracketed if IPv6.
-    Scripts parse it with ``ready — ws://\\S+:(\\d+)\\s+tcp \\S+:(\\d+)``.
+    Scripts parse it with ``ready — wss?://\\S+:(\\d+)\\s+tcp \\S+:(\\d+)``
+    (``wss://`` under ``--tls-cert``: then the TCP port speaks TLS too).
     """
     name = "localhost" if host in _WILDCARDS else host.strip("[]")
     if ":" in name:
         name = f"[{name}]"
     hint = "  (type help for commands)" if console else ""
-    return f"ready — ws://{name}:{ws_port}  tcp {name}:{tcp_port}{hint}"
+    scheme = "wss" if tls else "ws"
+    return f"ready — {scheme}://{name}:{ws_port}  tcp {name}:{tcp_port}{hint}"
 
 
 def raise_fd_limit() -> int:

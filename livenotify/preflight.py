@@ -63,8 +63,27 @@ def check_ports(config: Config) -> None:
         )
 
 
+def check_access(config: Config) -> None:
+    """TLS files that load and match; one JWT key; private events that exist
+    and that a token can open."""
+    from .tls import server_context
+
+    server_context(config)
+    if config.jwt_secret is not None and config.jwt_public_key is not None:
+        raise SettingError("--jwt-secret and --jwt-public-key: give one of them, not both")
+    if config.private_events:
+        unknown = [e for e in config.private_events if e not in config.events]
+        if unknown:
+            raise SettingError(f"--private-events: {', '.join(unknown)} not in --events")
+        if config.jwt_secret is None and config.jwt_public_key is None:
+            raise SettingError(
+                "--private-events needs --jwt-secret or --jwt-public-key (tokens grant them)"
+            )
+
+
 def check(config: Config) -> None:
     """Every start-up check, in the order an operator would fix them."""
     check_ports(config)
+    check_access(config)
     check_db(config.db)
     check_data_dir(config.data_dir)

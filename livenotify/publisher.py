@@ -8,6 +8,11 @@ connection::
     publisher = Publisher("localhost", 8888)
     publisher.publish("furniture_created", furniture={"id": "42", "nombre": "Mesa"})
 
+Over TLS (a server started with ``--tls-cert``): ``Publisher(host, port,
+tls=True, cafile="ca.pem")`` (``cafile``: the CA to trust instead of the
+system's). ``token`` is the shared ``--publish-token`` or a JWT whose
+``publish`` claim grants the event.
+
 Subscribers receive the keyword arguments as the notification's top-level
 fields, exactly as a seed-form producer sends them.
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from types import TracebackType
 from typing import Any
@@ -52,10 +58,14 @@ class Publisher:
         *,
         token: str | None = None,
         timeout: float = 5.0,
+        tls: bool = False,
+        cafile: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.token = token
+        #: The verifying TLS context (None: plain TCP).
+        self._tls = ssl.create_default_context(cafile=cafile) if tls or cafile else None
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._file: Any = None
@@ -101,6 +111,12 @@ class Publisher:
 
     def _connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
         self._sock = sock
         self._file = sock.makefile("rb")
         self._read()  # the welcome

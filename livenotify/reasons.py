@@ -22,6 +22,7 @@ __all__ = [
     "REASONS",
     "SHUTTING_DOWN",
     "SLOW_CONSUMER",
+    "TOKEN_EXPIRED",
     "TOO_MANY_CONNECTIONS",
     "WRITE_TIMEOUT",
     "Reason",
@@ -41,6 +42,7 @@ SLOW_CONSUMER: Final = protocol.SLOW_CONSUMER
 TOO_MANY_CONNECTIONS: Final = protocol.TOO_MANY_CONNECTIONS
 MESSAGE_TOO_LARGE: Final = protocol.MESSAGE_TOO_LARGE
 INVALID_UTF8: Final = protocol.INVALID_UTF8
+TOKEN_EXPIRED: Final = protocol.TOKEN_EXPIRED
 
 # Close codes of RFC 6455 section 7.4.1.
 _NORMAL, _GOING_AWAY, _INVALID_DATA, _POLICY, _TOO_BIG, _TRY_AGAIN_LATER = (
@@ -79,6 +81,8 @@ REASONS: Final[Mapping[str, Reason]] = {
         Reason(TOO_MANY_CONNECTIONS, _TRY_AGAIN_LATER, "connection limit reached", quiet=False),
         Reason(MESSAGE_TOO_LARGE, _TOO_BIG, "a message over the size limit", quiet=False),
         Reason(INVALID_UTF8, _INVALID_DATA, "a text frame that is not UTF-8", quiet=False),
+        # A connection outliving its token: send a fresh auth before exp.
+        Reason(TOKEN_EXPIRED, _POLICY, "the access token expired", quiet=False),
     )
 }
 

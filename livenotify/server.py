@@ -15,7 +15,8 @@ import signal
 
 import trio
 
-from . import protocol
+from . import protocol, tls
+from .access import Authority, Grant
 from .admission import Admission
 from .config import Config
 from .console import Console
@@ -80,6 +81,10 @@ class Server:
         self._accept_scope = trio.CancelScope()
         #: Non-zero when the run did not end cleanly (writes not saved).
         self.exit_status = 0
+        #: Who may publish and subscribe (JWT, private events, the shared token).
+        self.access = Authority(config)
+        #: TLS on both listeners, when configured (checked by preflight).
+        self.tls = tls.server_context(config)
         self.front_door = FrontDoor(config, self._start_ws_session, self)
         self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_BURST)
 
@@ -120,7 +125,10 @@ class Server:
                 await connections.start(self._accept, tcp, ws, connections)
                 if self._console:
                     root.start_soon(Console(self.hub, self.stats, self.request_shutdown).run)
-                ready = ready_line(config.host, self.ws_port, self.tcp_port, console=self._console)
+                ready = ready_line(
+                    config.host, self.ws_port, self.tcp_port,
+                    console=self._console, tls=self.tls is not None,
+                )  # fmt: skip
                 READY_LOG.info("%s", ready)
                 task_status.started(self)
                 await self._shutdown.wait()
@@ -193,9 +201,10 @@ class Server:
         self.tcp_port = int(tcp[0].socket.getsockname()[1])
         self.ws_port = int(ws[0].socket.getsockname()[1])
         for name in bound_addresses(tcp):
-            log.info("listening tcp %s", name)
+            log.info("listening tcp %s%s", name, " (TLS)" if self.tls is not None else "")
         for name in bound_addresses(ws):
-            log.info("listening ws %s (ws://%s/)", name, name)
+            scheme = "wss" if self.tls is not None else "ws"
+            log.info("listening ws %s (%s://%s/)", name, scheme, name)
         tcp_loop = AcceptLoop(self._handle_tcp, "tcp")
         ws_loop = AcceptLoop(self._handle_front_door, "ws")
         with self._accept_scope:
@@ -269,14 +278,29 @@ class Server:
             await self._refuse_tcp(stream, peer)
             return
         try:
-            transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
+            wrapped = await self._secure(stream, peer, http=False)
+            if wrapped is None:
+                return
+            transport = TcpTransport(wrapped, peer, self.config.limits.max_message_bytes)
             session = Session(
                 self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat,
-                optin=self.optin,
+                access=self.access, optin=self.optin,
             )  # fmt: skip
             await self._serve_session(session)
         finally:
             self.admission.release(ip)
+
+    async def _secure(
+        self, stream: trio.SocketStream, peer: str, *, http: bool
+    ) -> trio.abc.HalfCloseableStream | trio.SSLStream[trio.SocketStream] | None:
+        """``stream`` itself, or under TLS with its handshake done (None,
+        with ``stream`` closed, when that failed)."""
+        if self.tls is None:
+            return stream
+        secured = await tls.accept(stream, self.tls, self.config.handshake_timeout, peer, http=http)
+        if secured is None:
+            await stream.aclose()
+        return secured
 
     async def _refuse_tcp(self, stream: trio.SocketStream, peer: str) -> None:
         self._log_refusal("tcp", peer)
@@ -285,13 +309,17 @@ class Server:
             return
         self.admission.refusing += 1
         try:
+            # Under TLS the refusal is said inside it (the handshake first).
+            target = await self._secure(stream, peer, http=False)
+            if target is None:
+                return
             reply = protocol.Error(protocol.TOO_MANY_CONNECTIONS, "connection limit reached")
             with trio.move_on_after(1.0):
                 try:
-                    await stream.send_all(Payload(protocol.encode_server(reply)).line())
+                    await target.send_all(Payload(protocol.encode_server(reply)).line())
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
-            await stream.aclose()
+            await target.aclose()
         finally:
             self.admission.refusing -= 1
 
@@ -305,7 +333,9 @@ class Server:
         ip, peer = who
         if self.admission.admit(ip):
             try:
-                await self.front_door.serve(stream, peer)
+                wrapped = await self._secure(stream, peer, http=True)
+                if wrapped is not None:
+                    await self.front_door.serve(wrapped, peer)
             finally:
                 self.admission.release(ip)
             return
@@ -315,14 +345,18 @@ class Server:
             return
         self.admission.refusing += 1
         try:
-            await self.front_door.serve(stream, peer, refuse=protocol.TOO_MANY_CONNECTIONS)
+            target = await self._secure(stream, peer, http=True)
+            if target is not None:
+                await self.front_door.serve(target, peer, refuse=protocol.TOO_MANY_CONNECTIONS)
         finally:
             self.admission.refusing -= 1
 
-    async def _start_ws_session(self, transport: WsTransport, events: tuple[str, ...]) -> None:
+    async def _start_ws_session(
+        self, transport: WsTransport, events: tuple[str, ...], grant: Grant
+    ) -> None:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
-            optin=self.optin,
+            access=self.access, grant=grant, optin=self.optin,
         )  # fmt: skip
         await self._serve_session(session)
 

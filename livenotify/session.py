@@ -15,18 +15,21 @@ the peer why where it can, and logs one line.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
 from . import protocol, reasons
+from .access import ANONYMOUS, Authority, Grant, seconds_left
 from .config import Config
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .optin import OptIn
 from .payload import Payload
 from .protocol import (
+    Auth,
     ClientMessage,
     Confirm,
     EventsRequest,
@@ -63,9 +66,9 @@ class Session:
 
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
-        "_bucket", "_emails", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
-        "_optin", "_probe", "_reader_scope", "_replies", "_writer_done", "config", "hub", "storage",
-        "sub", "transport",
+        "_bucket", "_emails", "_end_reason", "_expires_at", "_expiry_watched", "_explicit",
+        "_grant", "_initial_events", "_killed", "_nursery", "_optin", "_probe", "_reader_scope",
+        "_replies", "_writer_done", "access", "config", "hub", "storage", "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -76,9 +79,18 @@ class Session:
         storage: StorageBridge | None = None,
         initial_events: Sequence[str] = (),
         heartbeat: Heartbeat | None = None,
+        *,
+        access: Authority | None = None,
+        grant: Grant = ANONYMOUS,
         optin: OptIn | None = None,
     ) -> None:
         self.hub = hub
+        #: Token checks; the connection's grant (from the WebSocket upgrade
+        #: or an ``auth`` message) and when it expires, in Trio time.
+        self.access = access if access is not None else Authority(config)
+        self._grant = ANONYMOUS
+        self._expires_at = math.inf
+        self._expiry_watched = False
         self.config = config
         self.transport = transport
         self.storage = storage
@@ -106,6 +118,8 @@ class Session:
         self._probe: Probe | None = None
         if heartbeat is not None and transport.probes:
             self._probe = heartbeat.watch(self.sub, transport)
+        if grant is not ANONYMOUS:
+            self._set_grant(grant)
 
     # -- ending --------------------------------------------------------------
 
@@ -144,6 +158,8 @@ class Session:
                     nursery.cancel_scope.cancel()  # killed before it ran
                 if self._writer_done is not None:
                     nursery.start_soon(self._writer)  # queued before it ran
+                if self._expires_at < math.inf:
+                    self._watch_expiry()
                 await self._start()
                 with self._reader_scope:
                     reason = await self._reader()
@@ -179,9 +195,16 @@ class Session:
         if self._initial_events:
             unknown = self.hub.unknown(self._initial_events)
             known = [e for e in self._initial_events if e not in unknown]
-            self.hub.subscribe(self.sub, known)
+            # A private event in ?events= needs the upgrade's token.
+            refused = [e for e in known if not self._may_subscribe(e)]
+            self.hub.subscribe(self.sub, [e for e in known if e not in refused])
             if unknown:
                 await self._replies.refuse(unknown_events(unknown, self.hub.catalog))
+            if refused:
+                try:
+                    self.access.check_subscribe(refused, self._grant)
+                except ProtocolError as exc:
+                    await self._replies.refuse(exc)
 
     def _start_writer(self) -> None:
         """The outbox got its first item: from now on a writer task drains it."""
@@ -287,6 +310,9 @@ class Session:
                 await self._confirm(code)
             case Subscribe(events):
                 self._check_known(events)
+                # All or nothing: a private event without a grant subscribes
+                # to none of them.
+                self.access.check_subscribe(events, self._grant)
                 total = len(sub.events | set(events))
                 if total > self.config.limits.max_subscriptions:
                     raise ProtocolError(
@@ -313,22 +339,29 @@ class Session:
             case Pong():
                 pass
             case Publish(event, fields, token):
-                self._check_token(token)
                 self._check_known([event])
+                self.access.check_publish(event, self._grant, token)
                 # Refusals before it are answered before its notification.
                 await self._replies.accepted()
                 notification_id, delivered = hub.publish(event, fields)
                 await self._send(protocol.Published(event, notification_id, delivered))
             case SeedEvent(event, fields, token):
-                self._check_token(token)
+                self.access.check_publish(event, self._grant, token)
                 body: dict[str, Any] = {k: v for k, v in fields.items() if k != "type"}
-                if self.config.publish_token is not None:
+                if self.config.publish_token is not None or self.access.jwt:
                     body.pop("token", None)  # never leak the secret to subscribers
                 await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
                 hub.publish(event, body, exclude=sub)
             case HelpRequest():
                 await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
+            case Auth(token):
+                grant = self.access.verify(token)
+                self._set_grant(grant)
+                if self._expires_at < math.inf:
+                    self._watch_expiry()
+                expires = int(grant.expires) if grant.expires is not None else None
+                await self._send(protocol.Authenticated(grant.sub, expires))
             case Exit():
                 if self.transport.goodbye_message:
                     self._report_dropped()
@@ -410,10 +443,40 @@ class Session:
         if unknown:
             raise unknown_events(unknown, self.hub.catalog)
 
-    def _check_token(self, token: str | None) -> None:
-        expected = self.config.publish_token
-        if expected is not None and token != expected:
-            raise ProtocolError(protocol.FORBIDDEN, "publishing needs a valid token")
+    # -- access --------------------------------------------------------------
+
+    def _may_subscribe(self, event: str) -> bool:
+        return event not in self.hub.private or self._grant.may_subscribe(event)
+
+    def _set_grant(self, grant: Grant) -> None:
+        """Make ``grant`` the connection's: what ``*`` delivers of the private
+        events, and when the connection expires. Private subscriptions the
+        new grant does not cover are dropped."""
+        hub, sub = self.hub, self.sub
+        self._grant = grant
+        log.info("auth #%d sub=%s", sub.id, grant.sub or "-")
+        hub.grant(sub, grant.may_subscribe if grant.subscribe else None)
+        lost = [e for e in sub.events if not self._may_subscribe(e)]
+        if lost:
+            hub.unsubscribe(sub, lost)
+            self._explicit.difference_update(lost)
+        left = seconds_left(grant)
+        self._expires_at = math.inf if left is None else trio.current_time() + left
+
+    def _watch_expiry(self) -> None:
+        """Start the task that ends the connection when its token expires
+        (one per connection, only once a token with ``exp`` was given)."""
+        if self._expiry_watched or self._nursery is None:
+            return  # run() starts it
+        self._expiry_watched = True
+        self._nursery.start_soon(self._expiry)
+
+    async def _expiry(self) -> None:
+        # A fresh ``auth`` moves _expires_at: the sleep then ends early and
+        # waits again for the new deadline.
+        while trio.current_time() < self._expires_at:
+            await trio.sleep_until(self._expires_at)
+        self.kill(reasons.TOKEN_EXPIRED)
 
     # -- output --------------------------------------------------------------
 

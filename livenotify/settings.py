@@ -236,7 +236,7 @@ def _ranged(spec: Spec) -> bool:
 
 def _show_default(spec: Spec) -> str:
     value = spec.default
-    if value is None:
+    if value is None or value == ():
         return "none"
     if isinstance(value, tuple):
         return ",".join(value)

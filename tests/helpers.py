@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The server's start-up line: ``ready — ws://HOST:WS_PORT  tcp HOST:TCP_PORT``.
-READY = re.compile(r"ready — ws://\S+:(\d+)\s+tcp \S+:(\d+)")
+#: The server's start-up line: ``ready — ws://HOST:WS_PORT  tcp HOST:TCP_PORT``
+#: (``wss://`` with TLS).
+READY = re.compile(r"ready — wss?://\S+:(\d+)\s+tcp \S+:(\d+)")
 #: Generous liveness bound for start-up: a cold interpreter plus the
 #: storage writer process on a loaded 2-core machine.
 START_TIMEOUT = 30.0

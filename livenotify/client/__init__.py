@@ -67,6 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LIVENOTIFY_PORT", str(DEFAULT_PORT)),
         help="server TCP port (default %(default)s; env LIVENOTIFY_PORT)",
     )
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS (the server's --tls-cert)"
+    )
+    parser.add_argument(
+        "--cafile", metavar="PEM", help="CA to trust for --tls instead of the system's"
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LIVENOTIFY_TOKEN"),
+        help="access token (JWT) sent on every connection (env LIVENOTIFY_TOKEN)",
+    )
     parser.add_argument("--email", help="register with this address instead of asking for one")
     parser.add_argument(
         "--json", action="store_true", help="print the server's objects raw, one per line"
@@ -83,7 +94,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
     """The typed :class:`Options` from parsed arguments."""
     # "[::1]" as in a URL is "::1".
     host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host
-    return Options(host=host, port=args.port, email=args.email, json=args.json, stay=args.stay)
+    return Options(
+        host=host, port=args.port, email=args.email, json=args.json, stay=args.stay,
+        tls=args.tls, cafile=args.cafile, token=args.token,
+    )  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -113,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if not 0 < args.port < 65536:
         parser.error(f"--port {args.port}: not a TCP port")
+    if args.cafile is not None and not os.access(args.cafile, os.R_OK):
+        parser.error(f"--cafile {args.cafile}: cannot read it")
     if args.email is not None:
         try:
             check_email(args.email, Limits())

@@ -15,6 +15,7 @@ Replies arrive in order, so "the next reply" to a request is its answer.
 from __future__ import annotations
 
 import signal
+import ssl
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,11 @@ class Options:
     email: str | None = None
     json: bool = False
     stay: bool = False
+    #: TLS (``--tls``), trusting ``cafile`` (``--cafile``) or the system's CAs.
+    tls: bool = False
+    cafile: str | None = None
+    #: A JWT sent with ``auth`` on every connection (``--token``).
+    token: str | None = None
 
 
 class NotConnected(Exception):
@@ -138,6 +144,12 @@ class Client:
 
     def __init__(self, options: Options, ui: Ui | None = None) -> None:
         self.options = options
+        #: The client TLS context (``--tls``), made once: it reads the CA file.
+        self._tls = (
+            ssl.create_default_context(cafile=options.cafile)
+            if options.tls or options.cafile
+            else None
+        )
         self.where = address(options.host, options.port)
         #: The server's event catalog, and my subscriptions, as last heard.
         self.catalog: tuple[str, ...] = ()
@@ -160,7 +172,7 @@ class Client:
     async def run(self) -> int:
         """Connect, converse, leave; the exit status."""
         try:
-            first = await open_connection(self.options.host, self.options.port)
+            first = await open_connection(self.options.host, self.options.port, self._tls)
         except ConnectError as exc:
             self.ui.error(f"livenotify client: {exc}")
             return 1
@@ -346,7 +358,7 @@ class Client:
             while True:
                 await trio.sleep(backoff.next_delay())
                 try:
-                    conn = await open_connection(self.options.host, self.options.port)
+                    conn = await open_connection(self.options.host, self.options.port, self._tls)
                 except ConnectError:
                     continue
                 break
@@ -379,6 +391,11 @@ class Client:
             await link.welcomed.wait()
         if not link.welcomed.is_set():
             raise ConnectionLost(f"no welcome from {self.where} within {WELCOME_TIMEOUT:g}s")
+        if self.options.token is not None:
+            # First, on every connection: private events need the grant.
+            reply = await link.request({"type": "auth", "token": self.options.token})
+            if isinstance(reply, Error):
+                raise ConnectionLost(f"the token was refused: {reply.message}")
         if restore:
             await self._restore(link)
         if link.closed:  # lost in the last step: the pump has said so

@@ -11,6 +11,7 @@ import errno
 import os
 import random
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,10 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def open_connection(host: str, port: int) -> Connection:
-    """Connect (IPv4 or IPv6, every address of ``host`` tried); raise :class:`ConnectError`."""
+async def open_connection(host: str, port: int, tls: ssl.SSLContext | None = None) -> Connection:
+    """Connect (IPv4 or IPv6, every address of ``host`` tried), with TLS when
+    given a context (the server's certificate verified for ``host``); raise
+    :class:`ConnectError`."""
     where = address(host, port)
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
@@ -95,7 +98,20 @@ async def open_connection(host: str, port: int) -> Connection:
     except OSError as exc:
         raise ConnectError(f"cannot connect to {where}: {_reason(exc)}") from None
     _keepalive(stream.socket)
-    return Connection(stream, where)
+    if tls is None:
+        return Connection(stream, where)
+    secure = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            await secure.do_handshake()
+    except trio.TooSlowError:
+        await stream.aclose()
+        raise ConnectError(f"cannot connect to {where}: TLS handshake timed out") from None
+    except trio.BrokenResourceError as exc:
+        await stream.aclose()
+        why = exc.__cause__ or exc
+        raise ConnectError(f"cannot connect to {where}: TLS: {why}") from None
+    return Connection(secure, where)
 
 
 def _keepalive(sock: trio.socket.SocketType) -> None:
@@ -116,7 +132,7 @@ class Connection:
     command can race); a lock keeps their lines whole.
     """
 
-    def __init__(self, stream: trio.SocketStream, where: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, where: str) -> None:
         self.where = where
         self._stream = stream
         self._decoder = LineDecoder(MAX_LINE_BYTES)
@@ -162,7 +178,7 @@ class Connection:
                 raise ConnectionLost(_reason(exc)) from None
             if not data:
                 return None
-            self._decoder.receive_data(data)
+            self._decoder.receive_data(bytes(data))
 
     async def aclose(self) -> None:
         """Close the socket (idempotent)."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from ..protocol import (
+    Authenticated,
     Confirmed,
     Dropped,
     Error,
@@ -91,6 +92,13 @@ def reply(msg: ServerMessage) -> str | None:
             return f"server said goodbye ({clean(reason)})"
         case Error(code, message):
             return f"error: {clean(message)} [{clean(code)}]"
+        case Authenticated(sub, expires):
+            until = (
+                ""
+                if expires is None
+                else " until " + datetime.fromtimestamp(expires).strftime("%H:%M:%S")
+            )
+            return f"authenticated as {clean(sub or '-')}{until}"
         case Notification():
             return notification(msg)
     return None  # pragma: no cover - every ServerMessage is matched above

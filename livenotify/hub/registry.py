@@ -63,6 +63,11 @@ class Hub:
         self.connections: dict[int, Subscriber] = {}
         self.stats = HubStats()
         self._observers: list[PublishObserver] = []
+        #: Events only granted connections receive, through ``*`` too
+        #: (``--private-events``); and, per connection whose token grants
+        #: some, the check of its grant (see :meth:`grant`).
+        self.private: frozenset[str] = frozenset(config.private_events)
+        self._readers: dict[Subscriber, Callable[[str], bool]] = {}
         self._ids = itertools.count(1)
         self.coalescer = Coalescer()
 
@@ -89,6 +94,7 @@ class Hub:
                 if not subs:
                     del self._by_event[event]
         sub.events.clear()
+        self._readers.pop(sub, None)
         self.connections.pop(sub.id, None)
         self.stats.disconnects[reason] += 1
 
@@ -114,6 +120,17 @@ class Hub:
                 subs.discard(sub)
                 if not subs:
                     del self._by_event[event]
+
+    def grant(self, sub: Subscriber, may_read: Callable[[str], bool] | None) -> None:
+        """Which private events ``sub`` may receive through ``*`` (None: none).
+
+        A subscription to a private event by name is checked by the session
+        before it is made; this only widens what ``*`` delivers.
+        """
+        if may_read is None:
+            self._readers.pop(sub, None)
+        else:
+            self._readers[sub] = may_read
 
     @property
     def subscription_count(self) -> int:
@@ -145,7 +162,12 @@ class Hub:
     def deliver(self, event: str, payload: Payload, *, exclude: Subscriber | None = None) -> int:
         """Queue ``payload`` for every local subscriber of ``event`` or ``*``."""
         delivered = 0
-        everyone = self._by_event.get(protocol.ALL_EVENTS, ())
+        everyone: Iterable[Subscriber] = self._by_event.get(protocol.ALL_EVENTS, ())
+        if everyone and event in self.private:
+            # "*" never includes a private event the connection was not
+            # granted; public events (the hot path) skip this test.
+            readers = self._readers
+            everyone = [s for s in everyone if (r := readers.get(s)) is not None and r(event)]
         for sub in everyone:
             if sub is not exclude:
                 delivered += self._offer(sub, payload)

@@ -37,7 +37,7 @@ _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\
 
 _CONTROL_TYPES: Final = frozenset(
     {"register", "subscribe", "unsubscribe", "events", "subscriptions", "ping", "pong",
-     "publish", "exit", "confirm"}
+     "publish", "exit", "confirm", "auth"}
 )  # fmt: skip
 
 
@@ -112,13 +112,20 @@ class Exit:
 
 
 @dataclass(frozen=True, slots=True)
+class Auth:
+    """``{"type":"auth","token":T}`` / ``auth <token>``: present a JWT."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class HelpRequest:
     """``help``, a human TCP command: answered with the list of commands."""
 
 
 ClientMessage = (
     Register | Subscribe | Unsubscribe | EventsRequest | SubscriptionsRequest | Ping | Pong
-    | Publish | SeedEvent | Exit | HelpRequest | Confirm
+    | Publish | SeedEvent | Exit | HelpRequest | Confirm | Auth
 )  # fmt: skip
 
 
@@ -141,7 +148,7 @@ def check_event_name(name: object, limits: Limits, *, allow_all: bool = True) ->
 #: could not be told apart from them in seed form.
 RESERVED_TYPES: Final = _CONTROL_TYPES | frozenset(
     {"welcome", "registered", "confirmed", "subscribed", "unsubscribed", "published", "dropped",
-     "goodbye", "error", "help"}
+     "goodbye", "error", "help", "authenticated"}
 )  # fmt: skip
 
 
@@ -265,6 +272,11 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
         return Pong()
     if kind == "exit":
         return Exit()
+    if kind == "auth":
+        token = _token(obj)
+        if not token:
+            raise ProtocolError(INVALID_MESSAGE, 'auth needs a "token"')
+        return Auth(token)
     # publish
     event = check_event_name(obj.get("event"), limits, allow_all=False)
     fields = _publish_fields(obj)
@@ -274,13 +286,13 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
 
 
 _COMMANDS: Final = ("register", "confirm", "subscribe", "unsubscribe", "events",
-                    "subscriptions", "ping", "help", "exit")  # fmt: skip
+                    "subscriptions", "ping", "auth", "help", "exit")  # fmt: skip
 
 #: What ``help`` answers: each human command with its arguments. JSON objects
 #: (``{"type":"subscribe",...}``) work too; see docs/protocol.md.
 COMMAND_USAGE: Final = (
     "register <email>", "confirm <code>", "subscribe <event>...", "unsubscribe <event>...",
-    "events", "subscriptions", "ping", "help", "exit",
+    "events", "subscriptions", "ping", "auth <token>", "help", "exit",
 )  # fmt: skip
 
 
@@ -305,6 +317,10 @@ def decode_command(line: str, limits: Limits) -> ClientMessage:
             raise ProtocolError(INVALID_MESSAGE, f"usage: {verb} <event>...")
         events = _event_list(args, limits)
         return Subscribe(events) if verb == "subscribe" else Unsubscribe(events)
+    if verb == "auth":
+        if len(args) != 1:
+            raise ProtocolError(INVALID_MESSAGE, "usage: auth <token>")
+        return Auth(args[0])
     if args:
         raise ProtocolError(UNKNOWN_COMMAND, f"{verb[:32]!r} takes no arguments")
     simple: dict[str, ClientMessage] = {

@@ -38,6 +38,10 @@ SHUTTING_DOWN: Final = "shutting_down"
 INVALID_CODE: Final = "invalid_code"
 #: ``register`` past the per-connection or per-address registration limit.
 TOO_MANY_REGISTRATIONS: Final = "too_many_registrations"
+#: The connection's token expired (close reason; refresh with ``auth`` before).
+TOKEN_EXPIRED: Final = "token_expired"
+#: Plain text on a port that speaks TLS.
+TLS_REQUIRED: Final = "tls_required"
 
 #: Every code the server may put in an error reply or close reason.
 ERROR_CODES: Final = frozenset(
@@ -46,7 +50,7 @@ ERROR_CODES: Final = frozenset(
         INVALID_EVENT, INVALID_EMAIL, MESSAGE_TOO_LARGE, JSON_TOO_DEEP, TOO_MANY_EVENTS,
         TOO_MANY_SUBSCRIPTIONS, INVALID_UTF8, NUL_BYTE, BINARY_FRAME, FORBIDDEN,
         RATE_LIMITED, SLOW_CONSUMER, STORAGE_BUSY, TOO_MANY_CONNECTIONS, IDLE_TIMEOUT,
-        SHUTTING_DOWN, INVALID_CODE, TOO_MANY_REGISTRATIONS,
+        SHUTTING_DOWN, INVALID_CODE, TOO_MANY_REGISTRATIONS, TOKEN_EXPIRED, TLS_REQUIRED,
     }
 )  # fmt: skip
 

@@ -88,6 +88,15 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The answer to ``auth``: the token's user and its ``exp`` (Unix
+    seconds; None when it does not expire)."""
+
+    sub: str | None
+    expires: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Goodbye:
     reason: str
 
@@ -103,6 +112,7 @@ class Notification:
 ServerMessage = (
     Welcome | Registered | Confirmed | Subscribed | Unsubscribed | EventsList | Subscriptions
     | PongReply | ServerPing | Published | Dropped | Goodbye | Error | HelpReply | Notification
+    | Authenticated
 )  # fmt: skip
 
 
@@ -147,6 +157,8 @@ def encode_server(msg: ServerMessage) -> str:
             return encode({"type": "error", "code": code, "message": message})
         case HelpReply(commands):
             return encode({"type": "help", "commands": list(commands)})
+        case Authenticated(sub, expires):
+            return encode({"type": "authenticated", "sub": sub, "expires": expires})
         case Notification(event, fields):
             return encode({**fields, "type": event})
     raise TypeError(f"not a server message: {msg!r}")  # pragma: no cover
@@ -210,6 +222,12 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
         return Error(_str(obj, "code"), _str(obj, "message"))
     if kind == "help":
         return HelpReply(_str_tuple(obj, "commands"))
+    if kind == "authenticated":
+        sub, expires = obj.get("sub"), obj.get("expires")
+        return Authenticated(
+            sub if isinstance(sub, str) else None,
+            expires if isinstance(expires, int) and not isinstance(expires, bool) else None,
+        )
     return Notification(kind, {k: v for k, v in obj.items() if k != "type"})
 
 

@@ -30,6 +30,7 @@ import trio
 from wsproto.utilities import generate_accept_token
 
 from .. import protocol
+from ..access import Grant
 from ..config import Config
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
@@ -49,8 +50,9 @@ LINGER_BYTES = 256 * 1024
 #: The WebSocket protocol version we speak (RFC 6455).
 WEBSOCKET_VERSION = b"13"
 
-#: Runs a session on an open WebSocket: (transport, initial events).
-StartSession = Callable[[WsTransport, tuple[str, ...]], Awaitable[None]]
+#: Runs a session on an open WebSocket: (transport, initial events, the
+#: grant of the upgrade's token).
+StartSession = Callable[[WsTransport, tuple[str, ...], Grant], Awaitable[None]]
 
 
 @dataclass
@@ -126,7 +128,7 @@ class FrontDoor:
         limit = self.config.limits.max_http_head_bytes
         return h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
 
-    async def _serve(self, ex: _Exchange) -> tuple[WsTransport, tuple[str, ...]] | None:
+    async def _serve(self, ex: _Exchange) -> tuple[WsTransport, tuple[str, ...], Grant] | None:
         """Answer HTTP requests until the connection ends or turns into a
         WebSocket: then the transport and its initial events."""
         conn, timeout = ex.conn, self.config.handshake_timeout
@@ -229,11 +231,18 @@ class FrontDoor:
 
     async def _upgrade(
         self, ex: _Exchange, request: Request
-    ) -> tuple[WsTransport, tuple[str, ...]] | None:
+    ) -> tuple[WsTransport, tuple[str, ...], Grant] | None:
         """Complete the WebSocket handshake and hand the connection over."""
         problem = _handshake_problem(request)
         if problem is not None:
             await self._refuse(ex, 400, BAD_REQUEST, problem)
+            return None
+        try:
+            # A token (Authorization: Bearer, or ?token= for browsers, which
+            # cannot set headers on a WebSocket) is checked before the 101.
+            grant = self.app.access.authorize(request)
+        except ProtocolError as exc:
+            await self._refuse(ex, None, exc.code, exc.message)
             return None
         conn = ex.conn
         # A GET with Upgrade: h11 reports the end of the (empty) body, then
@@ -264,7 +273,7 @@ class FrontDoor:
         if ex.refuse is not None:
             await transport.close(ex.refuse, "connection limit reached")
             return None
-        return transport, query_events(request.target, limits.max_events_per_message)
+        return transport, query_events(request.target, limits.max_events_per_message), grant
 
 
 def _reason(status: int) -> bytes:

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import h11
 
 from .. import protocol, web
+from ..access import ANONYMOUS, request_token
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
 
 if TYPE_CHECKING:
+    from ..access import Authority
     from ..config import Config
     from ..hub import Hub
     from ..optin import OptIn
@@ -37,6 +39,8 @@ class App(Protocol):
 
     config: Config
     hub: Hub
+    #: Token checks: ``app.access.authorize(request)`` is the request's grant.
+    access: Authority
     #: Double opt-in (``GET /confirm``) and the store it confirms in.
     optin: OptIn
     storage: StorageBridge | None
@@ -163,14 +167,13 @@ async def publish(app: App, request: Request) -> Response:
     from a WebSocket or TCP client would be."""
     hub, config = app.hub, app.config
     event = request.path[len("/publish/") :]
-    expected = config.publish_token
-    if expected is not None:
-        auth = request.header(b"authorization")
-        if auth is None:
+    access = app.access
+    if access.jwt or config.publish_token is not None:
+        if request_token(request) is None:
             return error_response(protocol.FORBIDDEN, "publishing needs a token", 401)
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != expected:
-            return error_response(protocol.FORBIDDEN, "publishing needs a valid token")
+        # The shared --publish-token, or a JWT whose publish claim grants it.
+        grant = access.authorize(request)
+        access.check_publish(event, grant, request_token(request) if grant is ANONYMOUS else None)
     if request.bucket is not None and not request.bucket.take():
         return error_response(
             protocol.RATE_LIMITED,

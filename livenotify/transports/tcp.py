@@ -28,8 +28,10 @@ class TcpTransport:
     probes = False
     human_commands = goodbye_message = True
 
-    def __init__(self, stream: trio.SocketStream, peer: str, max_line_bytes: int) -> None:
+    def __init__(self, stream: trio.abc.Stream, peer: str, max_line_bytes: int) -> None:
         self._stream = stream
+        # None under TLS: then send_nowait never writes, and everything goes
+        # through the writer task's send_all on the SSLStream.
         self._raw = raw_socket(stream)
         self.peer = peer
         self._decoder = LineDecoder(max_line_bytes)
@@ -48,7 +50,7 @@ class TcpTransport:
                 return None
             if not data:
                 return None
-            self._decoder.receive_data(data)
+            self._decoder.receive_data(bytes(data))
 
     def frame(self, payload: Payload) -> bytes:
         return payload.line()
@@ -78,8 +80,10 @@ class TcpTransport:
             with trio.move_on_after(CLOSE_WRITE_TIMEOUT):
                 try:
                     await self._stream.send_all(line)
-                    # Half-close so the peer reads our line before EOF.
-                    await self._stream.send_eof()
+                    # Half-close so the peer reads our line before EOF (TLS
+                    # cannot: its close_notify comes with aclose).
+                    if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                        await self._stream.send_eof()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         await self._stream.aclose()
