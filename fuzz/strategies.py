@@ -17,8 +17,8 @@ CATALOG = ("a", "b", "furniture_created")
 #: Message types a server sends; a notification named like one of them would
 #: decode as that message instead (see test_server_roundtrip).
 SERVER_TYPES = frozenset(
-    {"welcome", "registered", "subscribed", "unsubscribed", "events", "subscriptions", "pong",
-     "ping", "published", "dropped", "goodbye", "error", "help"}
+    {"welcome", "registered", "confirmed", "subscribed", "unsubscribed", "events",
+     "subscriptions", "pong", "ping", "published", "dropped", "goodbye", "error", "help"}
 )  # fmt: skip
 CLIENT_TYPES = ("register", "subscribe", "unsubscribe", "events", "subscriptions", "ping",
                 "pong", "publish", "exit")  # fmt: skip

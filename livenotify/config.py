@@ -220,6 +220,16 @@ class Limits:
         200.0, "messages/s per connection (0: off)", flag="--rate-limit", lo=0, hi=1e9
     )
     rate_burst: int = setting(400, "burst allowance of the rate limit", lo=1, hi=1_000_000_000)
+    #: Distinct e-mail addresses one connection may register (double opt-in:
+    #: each can cost a confirmation mail); past it ``too_many_registrations``.
+    max_registrations: int = setting(
+        3, "distinct e-mail addresses registered per connection", lo=1, hi=1_000_000
+    )
+    #: Distinct addresses registered from one client IP (IPv6: its /64) per
+    #: hour, over all its connections.
+    max_registrations_per_ip: int = setting(
+        20, "distinct e-mail addresses registered per client IP per hour", lo=1, hi=1_000_000
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,5 +316,35 @@ class Config:
     #: Seconds an outbox row handed to the mail broker is kept; 0 keeps them.
     outbox_retention: float = setting(
         3600.0, "seconds a sent mail job's row is kept (0: for ever)", lo=0, hi=1e9
+    )
+    #: Double opt-in: a registered address gets notification mails only
+    #: once its owner answered the confirmation mail. ``--no-confirm`` (a
+    #: closed deployment) confirms every address at ``register``.
+    confirm: bool = setting(
+        True,
+        "confirm addresses at register: no confirmation mail (closed deployments)",
+        flag="--no-confirm",
+        invert=True,
+    )
+    #: Seconds a confirmation code stays valid.
+    confirm_ttl: float = setting(
+        86_400.0, "seconds a confirmation code stays valid", lo=60, hi=30 * 86_400
+    )
+    #: Seconds before ``register`` may mail the same address's code again.
+    confirm_resend: float = setting(
+        600.0, "seconds before a confirmation mail may be sent again", lo=0, hi=MAX_SECONDS
+    )
+    #: The confirmation link's base (``<url>/confirm?code=...``); unset:
+    #: ``http://<host>:<ws-port>`` (``localhost`` for a wildcard host).
+    public_url: str | None = setting(None, "base URL of confirmation links")
+    #: Notification mails per recipient: a burst, then this many per hour
+    #: (ntfy's rule); mails over it are not sent.
+    mail_burst: int = setting(16, "notification mails per recipient in a burst", lo=1, hi=1_000_000)
+    mail_per_hour: float = setting(
+        1.0, "notification mails per recipient per hour after the burst", lo=0, hi=1e6
+    )
+    #: Seconds between asking the broker which mail workers are there.
+    mail_worker_check: float = setting(
+        15.0, "seconds between checks that a mail worker is connected", lo=0.5, hi=3600
     )
     limits: Limits = field(default_factory=Limits)

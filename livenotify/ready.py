@@ -124,14 +124,19 @@ async def _storage(app: ReadySource, deadline: float) -> dict[str, Any]:
 
 
 def _mail(app: ReadySource) -> dict[str, Any]:
-    # What the dispatcher knows today: whether the broker took its last
-    # hand-off. (Worker presence would join here once the mail service
-    # reports it.)
+    # Whether the broker took the last hand-off decides; the mail workers
+    # seen consuming are shown but do not: without one, mail waits in the
+    # broker while live delivery (what a load balancer routes for) is fine.
     if app.mail is None:
         return {"ok": True, "broker": "not running"}
     dispatcher = app.mail.dispatcher
     up = not dispatcher.broker_down
-    return {"ok": up, "broker": "up" if up else "down", "queued": dispatcher.queued}
+    return {
+        "ok": up,
+        "broker": "up" if up else "down",
+        "queued": dispatcher.queued,
+        "workers": app.mail.presence.workers,
+    }
 
 
 async def check(app: ReadySource, deadline: float = DEADLINE) -> tuple[bool, dict[str, Any]]:

@@ -36,6 +36,7 @@ from .listeners import (
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
 from .metrics import Metrics
+from .optin import OptIn
 from .payload import Payload
 from .ready import Canary
 from .session import Session
@@ -77,6 +78,8 @@ class Server:
         self.storage: StorageBridge | None = None
         self.history: EmbeddedLog | None = None
         self.mail: MailService | None = None
+        #: Double opt-in and the registration limits, shared by the sessions.
+        self.optin = OptIn(config)
         self.tcp_port = 0
         self.ws_port = 0
         self._console = console
@@ -101,8 +104,7 @@ class Server:
 
     def stats(self) -> Snapshot:
         """The server's counters now (console ``stats``)."""
-        mail = self.mail.dispatcher if self.mail is not None else None
-        return collect(self.hub, self.storage, mail)
+        return collect(self.hub, self.storage, self.mail, self.optin)
 
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is requested, then drain and return."""
@@ -185,6 +187,7 @@ class Server:
         self.hub.add_observer(self.metrics.on_publish)
         await root.start(self.metrics.run)
         self.mail = await start_mail(root, self.config, storage)
+        self.optin.sender = self.mail.dispatcher.submit_confirmation
 
     def _on_publish(self, notification_id: str, event: str, text: str) -> None:
         # The notification log feeds the e-mail outbox; a full storage
@@ -292,7 +295,7 @@ class Server:
             transport = TcpTransport(wrapped, peer, self.config.limits.max_message_bytes)
             session = Session(
                 self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat,
-                access=self.access,
+                access=self.access, optin=self.optin,
             )  # fmt: skip
             await self._serve_session(session)
         finally:
@@ -364,7 +367,7 @@ class Server:
     ) -> None:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
-            access=self.access, grant=grant,
+            access=self.access, grant=grant, optin=self.optin,
         )  # fmt: skip
         await self._serve_session(session)
 

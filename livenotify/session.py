@@ -26,10 +26,12 @@ from .access import ANONYMOUS, Authority, Grant, seconds_left
 from .config import Config
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
+from .optin import OptIn
 from .payload import Payload
 from .protocol import (
     Auth,
     ClientMessage,
+    Confirm,
     EventsRequest,
     Exit,
     HelpRequest,
@@ -64,9 +66,9 @@ class Session:
 
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
-        "_bucket", "_end_reason", "_expires_at", "_expiry_watched", "_explicit", "_grant",
-        "_initial_events", "_killed", "_nursery", "_probe", "_reader_scope", "_replies",
-        "_writer_done", "access", "config", "hub", "storage", "sub", "transport",
+        "_bucket", "_emails", "_end_reason", "_expires_at", "_expiry_watched", "_explicit",
+        "_grant", "_initial_events", "_killed", "_nursery", "_optin", "_probe", "_reader_scope",
+        "_replies", "_writer_done", "access", "config", "hub", "storage", "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +82,7 @@ class Session:
         *,
         access: Authority | None = None,
         grant: Grant = ANONYMOUS,
+        optin: OptIn | None = None,
     ) -> None:
         self.hub = hub
         #: Token checks; the connection's grant (from the WebSocket upgrade
@@ -92,6 +95,10 @@ class Session:
         self.transport = transport
         self.storage = storage
         self._initial_events = initial_events
+        #: Double opt-in and registration limits; addresses this connection
+        #: registered (``--max-registrations``).
+        self._optin = optin
+        self._emails: set[str] = set()
         #: The connection's nursery while it runs; cancelling it ends everything.
         self._nursery: trio.Nursery | None = None
         self._killed = False
@@ -299,6 +306,8 @@ class Session:
         match msg:
             case Register(email):
                 await self._register(email)
+            case Confirm(code):
+                await self._confirm(code)
             case Subscribe(events):
                 self._check_known(events)
                 # All or nothing: a private event without a grant subscribes
@@ -363,26 +372,54 @@ class Session:
     async def _register(self, email: str) -> None:
         sub = self.sub
         stored: list[str] = []
+        self._admit(email)
+        confirmed = self._optin is None or not self._optin.enabled
+        code = None
         if self.storage is not None:
             try:
                 stored = await self.storage.subscriptions_of(email)
+                if self._optin is not None:
+                    confirmed, code = await self._optin.state_of(self.storage, email)
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
             try:
-                seq = self.storage.register(email)
+                seq = self.storage.register(email, confirmed=confirmed)
                 if explicit:
                     seq = self.storage.subscribe(email, explicit)
+                if code is not None and code.send:
+                    seq = self.storage.set_confirmation(email, code.code, code.expires)
             except StorageBusy:
                 raise _storage_busy() from None
-            await self._committed(seq)  # both: they commit in order
+            await self._committed(seq)  # all: they commit in order
+            if code is not None and code.send and self._optin is not None:
+                self._optin.send(email, code.code)
+        self._emails.add(email)
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
         self.hub.subscribe(sub, restored)
         self._explicit.update(restored)
-        log.info("register #%d %s restored=%d", sub.id, email, len(restored))
-        await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
+        log.info(
+            "register #%d %s restored=%d confirmed=%s", sub.id, email, len(restored), confirmed
+        )
+        await self._send(protocol.Registered(email, tuple(sorted(self._explicit)), confirmed))
+
+    def _admit(self, email: str) -> None:
+        """The registration limits: per connection, then per client."""
+        optin = self._optin
+        if optin is None or email in self._emails:
+            return
+        if len(self._emails) >= self.config.limits.max_registrations:
+            raise optin.refuse_connection()
+        optin.admit(self.transport.peer, email)
+
+    async def _confirm(self, code: str) -> None:
+        """``confirm <code>``: the address waiting for ``code`` gets mail from now on."""
+        if self._optin is None:
+            raise ProtocolError(protocol.INVALID_CODE, "unknown or expired confirmation code")
+        email = await self._optin.confirm(self.storage, code)
+        await self._send(protocol.Confirmed(email))
 
     async def _store(self, write: Callable[..., int], *args: Any) -> None:
         """Hand a write to storage and wait until it is committed: a reply

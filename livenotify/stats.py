@@ -35,6 +35,21 @@ class MailCounters(Protocol):
     def failed_attempts(self) -> int: ...
     @property
     def broker_down(self) -> bool: ...
+    @property
+    def capped(self) -> int: ...
+    @property
+    def confirmations_queued(self) -> int: ...
+    @property
+    def workers(self) -> int | None: ...
+
+
+class OptInCounters(Protocol):
+    """What :func:`collect` reads from the double opt-in state."""
+
+    @property
+    def refused(self) -> int: ...
+    @property
+    def confirmed(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +57,13 @@ class MailSnapshot:
     queued: int
     failed_handoffs: int
     broker_up: bool
+    #: Notification mails over the per-recipient cap (not sent).
+    capped: int = 0
+    confirmations: int = 0
+    #: Mail workers seen (None: not known yet).
+    workers: int | None = None
+    registrations_refused: int = 0
+    confirmed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +107,11 @@ class Snapshot:
                     "mail_queued": self.mail.queued,
                     "mail_failed_handoffs": self.mail.failed_handoffs,
                     "mail_broker": "up" if self.mail.broker_up else "down",
+                    "mail_workers": "?" if self.mail.workers is None else self.mail.workers,
+                    "mail_capped": self.mail.capped,
+                    "mail_confirmations": self.mail.confirmations,
+                    "registrations_refused": self.mail.registrations_refused,
+                    "confirmed": self.mail.confirmed,
                 }
             )
         by_transport = ",".join(
@@ -98,7 +125,10 @@ class Snapshot:
 
 
 def collect(
-    hub: Hub, storage: StorageCounters | None = None, mail: MailCounters | None = None
+    hub: Hub,
+    storage: StorageCounters | None = None,
+    mail: MailCounters | None = None,
+    optin: OptInCounters | None = None,
 ) -> Snapshot:
     """Read every counter now."""
     stats = hub.stats
@@ -115,7 +145,16 @@ def collect(
         disconnects=dict(stats.disconnects),
         storage=dict(storage.stats()) if storage is not None else {},
         mail=(
-            MailSnapshot(mail.queued, mail.failed_attempts, not mail.broker_down)
+            MailSnapshot(
+                mail.queued,
+                mail.failed_attempts,
+                not mail.broker_down,
+                mail.capped,
+                mail.confirmations_queued,
+                mail.workers,
+                optin.refused if optin is not None else 0,
+                optin.confirmed if optin is not None else 0,
+            )
             if mail is not None
             else None
         ),

@@ -21,10 +21,31 @@ from .pg import Connection
 
 
 class RegisterWrite(NamedTuple):
-    """An e-mail address seen: insert it, or move its ``last_seen``."""
+    """An e-mail address seen: insert it, or move its ``last_seen``.
+
+    ``confirmed``: a new row starts confirmed (``--no-confirm``) or not
+    (double opt-in); an existing row is never un-confirmed.
+    """
 
     email: str
     at: str
+    confirmed: bool = True
+
+
+class SetConfirmation(NamedTuple):
+    """A confirmation mail for ``email`` with ``code`` was handed over."""
+
+    email: str
+    code: str
+    expires: str
+    at: str
+
+
+class ConfirmWrite(NamedTuple):
+    """``email`` proved it owns the address with ``code``: mail it from now on."""
+
+    email: str
+    code: str
 
 
 class SubscribeWrite(NamedTuple):
@@ -61,7 +82,10 @@ class MarkQueued(NamedTuple):
     at: str
 
 
-Write = RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
+Write = (
+    RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
+    | SetConfirmation | ConfirmWrite
+)  # fmt: skip
 
 #: On the wire a write is a plain tuple ``(tag, *fields)``: pickling a
 #: NamedTuple costs about seven times as much as a plain tuple, and the
@@ -72,6 +96,8 @@ KINDS: tuple[type[Write], ...] = (
     UnsubscribeWrite,
     LogNotification,
     MarkQueued,
+    SetConfirmation,
+    ConfirmWrite,
 )
 _TAGS: dict[type[Write], int] = {kind: tag for tag, kind in enumerate(KINDS)}
 
@@ -96,7 +122,7 @@ _OUTBOX_FANOUT = """
     INSERT INTO outbox (notification_id, email, state, created)
     SELECT DISTINCT ?, s.email, 'pending', ?
     FROM subscriptions AS s JOIN subscribers AS r ON r.email = s.email
-    WHERE s.event IN (?, ?)
+    WHERE s.event IN (?, ?) AND r.confirmed = 1
     ON CONFLICT DO NOTHING
 """
 
@@ -124,13 +150,27 @@ def from_sql(value: object) -> str:
 def apply(conn: Connection, write: Write) -> int:
     """Apply one write inside the caller's transaction; return outbox rows added."""
     match write:
-        case RegisterWrite(email, at):
+        case RegisterWrite(email, at, confirmed):
             conn.execute(
-                "INSERT INTO subscribers (email, first_seen, last_seen) VALUES (?, ?, ?)"
+                "INSERT INTO subscribers (email, first_seen, last_seen, confirmed)"
+                " VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (email) DO UPDATE SET last_seen = CASE"
                 " WHEN excluded.last_seen > subscribers.last_seen THEN excluded.last_seen"
-                " ELSE subscribers.last_seen END",
-                (to_sql(email), at, at),
+                " ELSE subscribers.last_seen END,"
+                " confirmed = CASE WHEN excluded.confirmed = 1 THEN 1"
+                " ELSE subscribers.confirmed END",
+                (to_sql(email), at, at, 1 if confirmed else 0),
+            )
+        case SetConfirmation(email, code, expires, at):
+            conn.execute(
+                "UPDATE subscribers SET confirm_code = ?, code_expires = ?, code_sent = ?"
+                " WHERE email = ?",
+                (code, expires, at, to_sql(email)),
+            )
+        case ConfirmWrite(email, code):
+            conn.execute(
+                "UPDATE subscribers SET confirmed = 1 WHERE email = ? AND confirm_code = ?",
+                (to_sql(email), code),
             )
         case SubscribeWrite(email, events, at):
             key = to_sql(email)

@@ -40,10 +40,34 @@ def pending_mail(
     ]
 
 
+def subscriber(conn: Connection, email: str) -> list[object] | None:
+    """``[confirmed, confirm_code, code_expires, code_sent]`` of ``email``,
+    or None for an address never registered."""
+    row = conn.execute(
+        "SELECT confirmed, confirm_code, code_expires, code_sent FROM subscribers WHERE email = ?",
+        (to_sql(email),),
+    ).fetchone()
+    if row is None:
+        return None
+    return [bool(row[0]), row[1], row[2], row[3]]
+
+
+def confirmation(conn: Connection, code: str) -> list[str] | None:
+    """``[email, code_expires]`` of the address whose pending code is ``code``."""
+    row = conn.execute(
+        "SELECT email, code_expires FROM subscribers WHERE confirm_code = ?", (code,)
+    ).fetchone()
+    if row is None:
+        return None
+    return [from_sql(row[0]), str(row[1])]
+
+
 QUERIES: Final[dict[str, Callable[..., Any]]] = {
     "subscriptions": subscriptions,
     "pending_mail": pending_mail,
     "history": history_rows,
+    "subscriber": subscriber,
+    "confirmation": confirmation,
 }
 
 

@@ -20,6 +20,10 @@ Version history:
    across all events; quoted, OFFSET is an SQL keyword) and ``epoch``;
    ``meta`` (key/value: the log's epoch, the clean-shutdown marker, the
    history floor); indexes for retention.
+5. Double opt-in: ``subscribers`` gains ``confirmed`` (0/1; rows from
+   before this step count as confirmed, as they were mailed already),
+   ``confirm_code`` (unique while set), ``code_expires`` and ``code_sent``
+   (when the last confirmation mail was handed over).
 
 Times are ISO 8601 UTC text with milliseconds (``2024-01-15T14:30:00.000Z``),
 readable in the ``sqlite3`` shell and ordered as text.
@@ -90,6 +94,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5
+    """
+    ALTER TABLE subscribers ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE subscribers ADD COLUMN confirm_code TEXT;
+    ALTER TABLE subscribers ADD COLUMN code_expires TEXT;
+    ALTER TABLE subscribers ADD COLUMN code_sent TEXT;
+    CREATE UNIQUE INDEX subscribers_by_code ON subscribers (confirm_code)
+        WHERE confirm_code IS NOT NULL;
+    """,
 )
 
 #: The same steps for PostgreSQL (identity columns for SQLite's rowid keys).
@@ -126,6 +139,8 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     ),
     # 4
     MIGRATIONS[3].replace(") WITHOUT ROWID;", ");"),
+    # 5 (the same SQL: both speak it)
+    MIGRATIONS[4],
 )
 
 #: The version this code writes; a database above it is refused.

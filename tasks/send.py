@@ -23,6 +23,7 @@ from celery import Celery, Task
 from .celery_app import SEND_MAIL, is_redis
 from .claims import AlreadySent, Busy, ClaimStore, FileClaims, RedisClaims, idempotency_key
 from .compose import ComposeError, compose
+from .confirmation import compose_confirmation
 from .delivery import PermanentFailure, TransientFailure, send_smtp, write_eml
 from .settings import MailSettings
 
@@ -38,6 +39,9 @@ class MailJob:
     email: str
     payload: str
     outbox_id: int | None = None
+    #: ``notify`` (a notification) or ``confirm`` (double opt-in's
+    #: confirmation mail; ``payload`` holds its code and link).
+    kind: str = "notify"
 
     @classmethod
     def from_json(cls, obj: Any) -> MailJob:
@@ -48,12 +52,16 @@ class MailJob:
             if not isinstance(obj.get(name), str):
                 raise ValueError(f"job field {name!r} missing or not a string")
         outbox_id = obj.get("outbox_id")
+        kind = obj.get("kind", "notify")
+        if kind not in ("notify", "confirm"):
+            raise ValueError(f"job kind {kind!r} unknown")
         return cls(
             obj["notification_id"],
             obj["event"],
             obj["email"],
             obj["payload"],
             outbox_id if isinstance(outbox_id, int) else None,
+            kind,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +71,7 @@ class MailJob:
             "email": self.email,
             "payload": self.payload,
             "outbox_id": self.outbox_id,
+            "kind": self.kind,
         }
 
     @property
@@ -173,13 +182,18 @@ class Mailer:
     def _deliver(self, job: MailJob) -> str:
         s = self.settings
         try:
-            msg = compose(
-                event=job.event,
-                payload=job.payload,
-                recipient=job.email,
-                sender=s.mail_from,
-                notification_id=job.notification_id,
-            )
+            if job.kind == "confirm":
+                msg = compose_confirmation(
+                    payload=job.payload, recipient=job.email, sender=s.mail_from
+                )
+            else:
+                msg = compose(
+                    event=job.event,
+                    payload=job.payload,
+                    recipient=job.email,
+                    sender=s.mail_from,
+                    notification_id=job.notification_id,
+                )
         except ComposeError as exc:
             raise PermanentFailure(str(exc)) from exc
         if s.smtp_host is None:

@@ -142,6 +142,16 @@ def serve_command(*args: str, script: str | None = None) -> list[str]:
     return [sys.executable, "-m", "livenotify", "serve", *args]
 
 
+#: The flags that turn double opt-in and the registration limits off.
+NO_OPTIN = (
+    "--no-confirm",
+    "--max-registrations",
+    "1000000",
+    "--max-registrations-per-ip",
+    "1000000",
+)
+
+
 @contextmanager
 def running_server(
     *args: str,
@@ -154,11 +164,14 @@ def running_server(
     data_dir: str | None = None,
     worker: bool = False,
     script: str | None = None,
+    confirm: bool = False,
 ) -> Iterator[ServerProcess]:
     """Start ``livenotify serve`` (or the seed's ``script``) on free ports; stop it after.
 
     The embedded e-mail worker is off unless ``worker`` is set: it is a
     Celery process that costs seconds per server, and only mail tests need it.
+    Double opt-in is off (``--no-confirm``) unless ``confirm`` is set: the
+    tests that are not about it register and expect mail at once.
     """
     tmp = tempfile.mkdtemp(prefix="livenotify-test-")
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -169,6 +182,9 @@ def running_server(
         "--db", db or os.path.join(tmp, "subscriptions.db"),
         "--data-dir", data_dir or os.path.join(tmp, "data"),
         *([] if worker else ["--no-worker"]),
+        # Tests that are not about double opt-in or its limits register many
+        # addresses and expect mail at once.
+        *([] if confirm or script else NO_OPTIN),
         *args,
         script=script,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..protocol import (
     Authenticated,
+    Confirmed,
     Dropped,
     Error,
     EventsList,
@@ -68,8 +69,13 @@ def reply(msg: ServerMessage) -> str | None:
     match msg:
         case Welcome(events):
             return f"available events: {event_list(events)}"
-        case Registered(email, events):
-            return f"registered as {clean(email)}; subscribed to: {event_list(events)}"
+        case Registered(email, events, confirmed):
+            line = f"registered as {clean(email)}; subscribed to: {event_list(events)}"
+            if not confirmed:
+                line += " (no e-mail until you confirm: see the mail sent to you)"
+            return line
+        case Confirmed(email):
+            return f"confirmed: {clean(email)} now gets e-mail"
         case Subscribed(events) | Unsubscribed(events) | Subscriptions(events):
             return f"subscribed to: {event_list(events)}"
         case EventsList(events):

@@ -16,13 +16,22 @@ idempotency key mails each (notification, recipient) once.
 
 A broker outage is logged once as a WARNING, its end once as INFO; in
 between the dispatcher retries with exponential backoff and jitter.
+
+Two more things pass through here: confirmation mails (double opt-in, see
+:mod:`livenotify.optin`), queued in memory by :meth:`MailDispatcher.submit_confirmation`
+and handed over first, as ``livenotify.send_mail`` jobs of kind
+``confirm``; and the per-recipient cap (:mod:`.caps`): a row over it is
+marked queued without being handed over.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
+import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +41,7 @@ import trio
 
 from ..config import Config
 from ..storage import StorageBusy
+from .caps import RecipientCap
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -52,6 +62,9 @@ STORAGE_RETRY = 1.0
 #: Backoff between hand-off attempts while the broker is unreachable.
 BROKER_RETRY_MIN = 0.5
 BROKER_RETRY_MAX = 30.0
+#: Confirmation mails waiting for the broker, at most (in memory: one lost
+#: with a restart is asked for again by registering again).
+CONFIRM_QUEUE_LIMIT = 10_000
 
 
 class OutboxJob(Protocol):
@@ -80,6 +93,19 @@ class OutboxReader(Protocol):
     async def pending_mail(self, limit: int) -> Sequence[OutboxJob]: ...
     def mark_mail_queued(self, outbox_ids: Sequence[int]) -> int: ...
     async def wait_outbox(self) -> None: ...
+
+
+def confirmation_message(email: str, code: str, link: str) -> dict[str, Any]:
+    """The ``livenotify.send_mail`` argument of a confirmation mail: its own
+    id per mail (a resend is a new mail), the code and link as payload."""
+    return {
+        "kind": "confirm",
+        "outbox_id": 0,
+        "notification_id": f"confirm-{uuid.uuid4().hex}",
+        "event": "confirm",
+        "email": email,
+        "payload": json.dumps({"code": code, "link": link}),
+    }
 
 
 def job_message(job: OutboxJob) -> dict[str, Any]:
@@ -156,6 +182,24 @@ class MailDispatcher:
         self._unrecorded: set[int] = set()
         self._record_refused = False
         self._scope = trio.CancelScope()
+        self._confirmations: deque[dict[str, Any]] = deque()
+        self._kick = trio.Event()
+        #: Confirmation mails handed to the broker since start.
+        self.confirmations_queued = 0
+        self.cap = RecipientCap(config.mail_burst, config.mail_per_hour)
+
+    @property
+    def capped(self) -> int:
+        """Notification mails not sent because of the per-recipient cap."""
+        return self.cap.capped
+
+    def submit_confirmation(self, email: str, code: str, link: str) -> bool:
+        """Queue a confirmation mail for the broker; False when the queue is full."""
+        if len(self._confirmations) >= CONFIRM_QUEUE_LIMIT:
+            return False
+        self._confirmations.append(confirmation_message(email, code, link))
+        self._kick.set()
+        return True
 
     def stop(self) -> None:
         """Stop handing over (call before closing storage); pending rows stay."""
@@ -194,28 +238,43 @@ class MailDispatcher:
     ) -> None:
         delay = BROKER_RETRY_MIN
         while True:
-            if self._unrecorded and not self._record_queued():
-                # Reading the outbox now would hand the same rows over again.
-                await trio.sleep(STORAGE_RETRY)
-                continue
-            try:
-                jobs = await self.storage.pending_mail(self.batch)
-            except StorageBusy as exc:
-                # The writer is restarting or storage is closing: look again.
-                log.debug("mail: outbox not readable (%s)", exc)
-                await trio.sleep(STORAGE_RETRY)
-                continue
-            if not jobs:
-                with trio.move_on_after(OUTBOX_POLL):
-                    await self.storage.wait_outbox()
-                continue
-            await requests.send([job_message(job) for job in jobs])
-            result = await results.receive()
-            if result.accepted:
-                self.queued += len(result.accepted)
-                log.info("mail: %d job(s) handed to the broker", len(result.accepted))
-                self._unrecorded.update(result.accepted)
-                self._record_queued()
+            if self._confirmations:
+                batch = [
+                    self._confirmations[i] for i in range(min(self.batch, len(self._confirmations)))
+                ]
+                await requests.send(batch)
+                result = await results.receive()
+                for _ in result.accepted:
+                    self._confirmations.popleft()
+                self.confirmations_queued += len(result.accepted)
+            else:
+                if self._unrecorded and not self._record_queued():
+                    # Reading the outbox now would hand the same rows over again.
+                    await trio.sleep(STORAGE_RETRY)
+                    continue
+                try:
+                    jobs = await self.storage.pending_mail(self.batch)
+                except StorageBusy as exc:
+                    # The writer is restarting or storage is closing: look again.
+                    log.debug("mail: outbox not readable (%s)", exc)
+                    await trio.sleep(STORAGE_RETRY)
+                    continue
+                if not jobs:
+                    await self._wait(OUTBOX_POLL)
+                    continue
+                allowed = [job for job in jobs if self._allowed(job)]
+                if not allowed:
+                    self._record_queued()
+                    continue
+                await requests.send([job_message(job) for job in allowed])
+                result = await results.receive()
+                for job in allowed[len(result.accepted) :]:
+                    self.cap.refund(job.email)
+                if result.accepted:
+                    self.queued += len(result.accepted)
+                    log.info("mail: %d job(s) handed to the broker", len(result.accepted))
+                    self._unrecorded.update(result.accepted)
+                    self._record_queued()
             if result.error is None:
                 if self.broker_down:
                     self.broker_down = False
@@ -233,6 +292,28 @@ class MailDispatcher:
             log.debug("mail hand-off attempt %d failed; next in %.1fs", self.failed_attempts, pause)
             await trio.sleep(pause)
             delay = min(delay * 2, BROKER_RETRY_MAX)
+
+    def _allowed(self, job: OutboxJob) -> bool:
+        """Charge the recipient's cap; a row over it is recorded as handled."""
+        if self.cap.take(job.email):
+            return True
+        self._unrecorded.add(job.outbox_id)
+        return False
+
+    async def _wait(self, timeout: float) -> None:
+        """Until the outbox grows, a confirmation is submitted, or ``timeout``."""
+        kick = self._kick = trio.Event()
+        if self._confirmations:
+            return
+
+        async def first(wait: Any, scope: trio.CancelScope) -> None:
+            await wait()
+            scope.cancel()
+
+        with trio.move_on_after(timeout):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first, self.storage.wait_outbox, nursery.cancel_scope)
+                nursery.start_soon(first, kick.wait, nursery.cancel_scope)
 
     def _record_queued(self) -> bool:
         """Record the handed-over rows as queued; False while storage refuses.

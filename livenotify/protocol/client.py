@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ..config import Limits
 from .errors import (
+    INVALID_CODE,
     INVALID_EMAIL,
     INVALID_EVENT,
     INVALID_MESSAGE,
@@ -36,13 +37,20 @@ _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\
 
 _CONTROL_TYPES: Final = frozenset(
     {"register", "subscribe", "unsubscribe", "events", "subscriptions", "ping", "pong",
-     "publish", "exit", "auth"}
+     "publish", "exit", "confirm", "auth"}
 )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Register:
     email: str
+
+
+@dataclass(frozen=True, slots=True)
+class Confirm:
+    """``confirm <code>``: the code of a confirmation mail (double opt-in)."""
+
+    code: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +125,7 @@ class HelpRequest:
 
 ClientMessage = (
     Register | Subscribe | Unsubscribe | EventsRequest | SubscriptionsRequest | Ping | Pong
-    | Publish | SeedEvent | Exit | HelpRequest | Auth
+    | Publish | SeedEvent | Exit | HelpRequest | Confirm | Auth
 )  # fmt: skip
 
 
@@ -139,7 +147,7 @@ def check_event_name(name: object, limits: Limits, *, allow_all: bool = True) ->
 #: Message types of the protocol itself: an event with one of these names
 #: could not be told apart from them in seed form.
 RESERVED_TYPES: Final = _CONTROL_TYPES | frozenset(
-    {"welcome", "registered", "subscribed", "unsubscribed", "published", "dropped",
+    {"welcome", "registered", "confirmed", "subscribed", "unsubscribed", "published", "dropped",
      "goodbye", "error", "help", "authenticated"}
 )  # fmt: skip
 
@@ -150,6 +158,17 @@ def check_catalog_name(name: str, limits: Limits) -> str:
     if name in RESERVED_TYPES:
         raise ProtocolError(INVALID_EVENT, f"{name!r} is a protocol message type")
     return name
+
+
+#: A confirmation code as :mod:`livenotify.optin` makes them (URL-safe base64).
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_code(code: object) -> str:
+    """Return ``code`` if it could be a confirmation code, else ``invalid_code``."""
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise ProtocolError(INVALID_CODE, "not a confirmation code")
+    return code
 
 
 def check_email(email: object, limits: Limits) -> str:
@@ -237,6 +256,8 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
     if kind == "register":
         return Register(check_email(obj.get("email"), limits))
+    if kind == "confirm":
+        return Confirm(check_code(obj.get("code")))
     if kind == "subscribe":
         return Subscribe(_event_list(obj.get("events"), limits))
     if kind == "unsubscribe":
@@ -264,14 +285,14 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
     return Publish(event, fields, _token(obj))
 
 
-_COMMANDS: Final = ("register", "subscribe", "unsubscribe", "events", "subscriptions", "ping",
-                    "auth", "help", "exit")  # fmt: skip
+_COMMANDS: Final = ("register", "confirm", "subscribe", "unsubscribe", "events",
+                    "subscriptions", "ping", "auth", "help", "exit")  # fmt: skip
 
 #: What ``help`` answers: each human command with its arguments. JSON objects
 #: (``{"type":"subscribe",...}``) work too; see docs/protocol.md.
 COMMAND_USAGE: Final = (
-    "register <email>", "subscribe <event>...", "unsubscribe <event>...", "events",
-    "subscriptions", "ping", "auth <token>", "help", "exit",
+    "register <email>", "confirm <code>", "subscribe <event>...", "unsubscribe <event>...",
+    "events", "subscriptions", "ping", "auth <token>", "help", "exit",
 )  # fmt: skip
 
 
@@ -287,6 +308,10 @@ def decode_command(line: str, limits: Limits) -> ClientMessage:
         if len(args) != 1:
             raise ProtocolError(INVALID_EMAIL, "usage: register <email>")
         return Register(check_email(args[0], limits))
+    if verb == "confirm":
+        if len(args) != 1:
+            raise ProtocolError(INVALID_CODE, "usage: confirm <code>")
+        return Confirm(check_code(args[0]))
     if verb in ("subscribe", "unsubscribe"):
         if not args:
             raise ProtocolError(INVALID_MESSAGE, f"usage: {verb} <event>...")

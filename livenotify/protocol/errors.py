@@ -34,6 +34,10 @@ STORAGE_BUSY: Final = "storage_busy"
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 IDLE_TIMEOUT: Final = "idle_timeout"
 SHUTTING_DOWN: Final = "shutting_down"
+#: ``confirm`` with a code that is unknown or expired (double opt-in).
+INVALID_CODE: Final = "invalid_code"
+#: ``register`` past the per-connection or per-address registration limit.
+TOO_MANY_REGISTRATIONS: Final = "too_many_registrations"
 #: The connection's token expired (close reason; refresh with ``auth`` before).
 TOKEN_EXPIRED: Final = "token_expired"
 #: Plain text on a port that speaks TLS.
@@ -46,7 +50,7 @@ ERROR_CODES: Final = frozenset(
         INVALID_EVENT, INVALID_EMAIL, MESSAGE_TOO_LARGE, JSON_TOO_DEEP, TOO_MANY_EVENTS,
         TOO_MANY_SUBSCRIPTIONS, INVALID_UTF8, NUL_BYTE, BINARY_FRAME, FORBIDDEN,
         RATE_LIMITED, SLOW_CONSUMER, STORAGE_BUSY, TOO_MANY_CONNECTIONS, IDLE_TIMEOUT,
-        SHUTTING_DOWN, TOKEN_EXPIRED, TLS_REQUIRED,
+        SHUTTING_DOWN, INVALID_CODE, TOO_MANY_REGISTRATIONS, TOKEN_EXPIRED, TLS_REQUIRED,
     }
 )  # fmt: skip
 

@@ -24,6 +24,16 @@ class Welcome:
 class Registered:
     email: str
     events: tuple[str, ...]
+    #: False until the address's owner confirmed it (double opt-in); only
+    #: confirmed addresses get notification mails.
+    confirmed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """The answer to a valid ``confirm``: ``email`` now gets notification mails."""
+
+    email: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +110,8 @@ class Notification:
 
 
 ServerMessage = (
-    Welcome | Registered | Subscribed | Unsubscribed | EventsList | Subscriptions | PongReply
-    | ServerPing | Published | Dropped | Goodbye | Error | HelpReply | Notification
+    Welcome | Registered | Confirmed | Subscribed | Unsubscribed | EventsList | Subscriptions
+    | PongReply | ServerPing | Published | Dropped | Goodbye | Error | HelpReply | Notification
     | Authenticated
 )  # fmt: skip
 
@@ -118,8 +128,13 @@ def encode_server(msg: ServerMessage) -> str:
     match msg:
         case Welcome(events):
             return encode({"type": "welcome", "events": list(events)})
-        case Registered(email, events):
-            return encode({"type": "registered", "email": email, "events": list(events)})
+        case Registered(email, events, confirmed):
+            return encode(
+                {"type": "registered", "email": email, "events": list(events),
+                 "confirmed": confirmed}
+            )  # fmt: skip
+        case Confirmed(email):
+            return encode({"type": "confirmed", "email": email})
         case Subscribed(events):
             return encode({"type": "subscribed", "events": list(events)})
         case Unsubscribed(events):
@@ -179,7 +194,12 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     if kind == "welcome":
         return Welcome(_str_tuple(obj, "events"))
     if kind == "registered":
-        return Registered(_str(obj, "email"), _str_tuple(obj, "events"))
+        confirmed = obj.get("confirmed", True)
+        if not isinstance(confirmed, bool):
+            raise ProtocolError(INVALID_MESSAGE, '"confirmed" must be a boolean')
+        return Registered(_str(obj, "email"), _str_tuple(obj, "events"), confirmed)
+    if kind == "confirmed":
+        return Confirmed(_str(obj, "email"))
     if kind == "subscribed":
         return Subscribed(_str_tuple(obj, "events"))
     if kind == "unsubscribed":

@@ -36,9 +36,11 @@ import trio
 from storage_proc import wire
 from storage_proc.database import DatabaseLock, StorageFault
 from storage_proc.ops import (
+    ConfirmWrite,
     LogNotification,
     MarkQueued,
     RegisterWrite,
+    SetConfirmation,
     SubscribeWrite,
     UnsubscribeWrite,
     Write,
@@ -109,9 +111,44 @@ class StorageBridge:
 
     # -- writes --------------------------------------------------------------
 
-    def register(self, email: str) -> int:
-        """Record ``email`` as a subscriber (first/last seen); its sequence number."""
-        return self._push(RegisterWrite(check_text("email", email), self._clock.now()))
+    def register(self, email: str, *, confirmed: bool = True) -> int:
+        """Record ``email`` as a subscriber (first/last seen); its sequence
+        number. ``confirmed=False`` (double opt-in) keeps a new address from
+        getting mail until :meth:`confirm`; it never un-confirms one."""
+        email = check_text("email", email)
+        return self._push(RegisterWrite(email, self._clock.now(), bool(confirmed)))
+
+    def set_confirmation(self, email: str, code: str, expires: str) -> int:
+        """Record the confirmation code mailed to ``email`` (valid until ``expires``)."""
+        write = SetConfirmation(
+            check_text("email", email), check_text("code", code),
+            check_text("expires", expires), self._clock.now(),
+        )  # fmt: skip
+        return self._push(write)
+
+    def confirm(self, email: str, code: str) -> int:
+        """Mark ``email`` confirmed, if ``code`` is still its pending code."""
+        return self._push(ConfirmWrite(check_text("email", email), check_text("code", code)))
+
+    async def subscriber(
+        self, email: str
+    ) -> tuple[bool, str | None, str | None, str | None] | None:
+        """``(confirmed, code, code_expires, code_sent)`` of a stored address,
+        or None for one never registered."""
+        row = await self.query("subscriber", check_text("email", email))
+        if row is None:
+            return None
+        assert isinstance(row, list)
+        confirmed, code, expires, sent = row
+        return bool(confirmed), code, expires, sent
+
+    async def confirmation(self, code: str) -> tuple[str, str] | None:
+        """``(email, expires)`` of the address waiting for ``code``, if any."""
+        row = await self.query("confirmation", check_text("code", code))
+        if row is None:
+            return None
+        assert isinstance(row, list)
+        return str(row[0]), str(row[1])
 
     def subscribe(self, email: str, events: Sequence[str]) -> int:
         """Persist ``email``'s subscription to ``events``."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..hub import Hub
     from ..mail import MailService
+    from ..optin import OptIn
     from ..stats import Snapshot
     from ..storage import StorageBridge
     from .base import Transport
@@ -47,6 +48,8 @@ class App(Protocol):
     #: Token checks: ``app.access.authorize(request)`` is the request's grant.
     access: Authority
     storage: StorageBridge | None
+    #: Double opt-in (``GET /confirm``) and the store it confirms in.
+    optin: OptIn
     mail: MailService | None
     metrics: metrics.Metrics
     canary: ready.Canary
@@ -244,6 +247,16 @@ async def metrics_text(app: App, request: Request) -> Response:
     return Response(200, app.metrics.render(), metrics.CONTENT_TYPE.encode())
 
 
+async def confirm(app: App, request: Request) -> Response:
+    """``GET /confirm?code=C``: the link of the confirmation mail (double
+    opt-in); the JSON ``confirmed`` reply, or ``invalid_code`` (400)."""
+    if request.bucket is not None and not request.bucket.take():
+        return error_response(protocol.RATE_LIMITED, "too many requests on this connection")
+    codes = request.query.get("code") or [""]
+    email = await app.optin.confirm(app.storage, codes[0])
+    return Response(200, protocol.encode_server(protocol.Confirmed(email)).encode())
+
+
 def _fields(request: Request, limits: Any) -> dict[str, Any]:
     """The notification's fields from the body (validated as the protocol does)."""
     try:
@@ -281,6 +294,7 @@ class Route:
 ROUTES: list[Route] = [
     *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
+    Route("GET", "/confirm", confirm),
     Route("POST", "/publish/", publish, prefix=True),
     Route("GET", "/sse", sse_stream),
     Route("GET", "/ready", readiness),

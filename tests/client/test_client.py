@@ -308,7 +308,7 @@ def test_sigterm_at_the_prompt_leaves_in_order_and_restores_the_terminal() -> No
         running_server(*EVENTS) as srv,
         terminal_client("--port", str(srv.tcp_port), "--email", "ho@ex.org", "--json") as c,
     ):
-        c.expect(r'\{"type":"registered","email":"ho@ex.org","events":\[\]\}')
+        c.expect(r'\{"type":"registered","email":"ho@ex.org","events":\[\],"confirmed":true\}')
         c.expect("livenotify> ")
         c.send("half typed")
         c.expect("typed")

@@ -56,6 +56,7 @@ def test_subscriptions_survive_a_restart(tmp_path: Path) -> None:
                 "type": "registered",
                 "email": odd,
                 "events": ["furniture_created"],
+                "confirmed": True,
             }
 
 
