@@ -20,9 +20,10 @@ from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 from . import protocol
 from .admission import Admission
+from .backplane import LocalBackplane
 from .config import Config
 from .console import Console
-from .history import EmbeddedLog, HistoryBusy
+from .history import EmbeddedLog
 from .hub import Hub
 from .listeners import bound_addresses, client_ip, format_address, open_listeners, ready_line
 from .liveness import Heartbeat
@@ -138,21 +139,12 @@ class Server:
         storage = StorageBridge(self.config)
         await root.start(storage.run)
         self.storage = storage
+        # The log takes every publish before it is delivered (its offset),
+        # and its storage write feeds the e-mail outbox.
         self.history = EmbeddedLog(self.config, storage)
-        self.hub.add_observer(self._on_publish)
+        self.hub.use(LocalBackplane(self.history))
+        await root.start(self.hub.run_backplane)
         self.mail = await start_mail(root, self.config, storage)
-
-    def _on_publish(self, notification_id: str, event: str, text: str) -> None:
-        # The notification log feeds the e-mail outbox; a full storage
-        # backlog must not stop live delivery, so it is logged and counted.
-        # (Until the hub takes positions from the log before encoding, the
-        # text does not carry its offset; the log and outbox still get it.)
-        if self.history is None:
-            return
-        try:
-            self.history.append(notification_id, event, lambda _position: text)
-        except HistoryBusy:
-            log.warning("storage busy: notification %s not logged for e-mail", notification_id)
 
     async def _accept(
         self,

@@ -15,13 +15,15 @@ the peer why where it can, and logs one line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
 
 from . import protocol, reasons
+from .backplane import BackendUnavailable, Sent
 from .config import Config
+from .history import HistoryBusy
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .payload import Payload
@@ -168,7 +170,7 @@ class Session:
             )  # fmt: skip
 
     async def _start(self) -> None:
-        await self._send(protocol.Welcome(self.hub.catalog))
+        await self._send(protocol.Welcome(self.hub.catalog, str(self.hub.position)))
         if self._initial_events:
             unknown = self.hub.unknown(self._initial_events)
             known = [e for e in self._initial_events if e not in unknown]
@@ -308,8 +310,8 @@ class Session:
                 self._check_known([event])
                 # Refusals before it are answered before its notification.
                 await self._replies.accepted()
-                notification_id, delivered = hub.publish(event, fields)
-                await self._send(protocol.Published(event, notification_id, delivered))
+                sent = await self._publish(event, fields)
+                await self._send(protocol.Published(event, sent.id, sent.delivered, sent.offset))
             case SeedEvent(event, fields, token):
                 self._check_token(token)
                 body: dict[str, Any] = {k: v for k, v in fields.items() if k != "type"}
@@ -317,7 +319,7 @@ class Session:
                     body.pop("token", None)  # never leak the secret to subscribers
                 await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
-                hub.publish(event, body, exclude=sub)
+                await self._publish(event, body, exclude=sub)
             case HelpRequest():
                 await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
             case Exit():
@@ -326,6 +328,20 @@ class Session:
                     await self._send(protocol.Goodbye(reasons.EXIT))
                 return True
         return False
+
+    async def _publish(
+        self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
+    ) -> Sent:
+        """Publish through the hub; a log that cannot take it is ``busy`` (or
+        ``backend_unavailable``): nothing was delivered."""
+        try:
+            return await self.hub.publish(event, fields, exclude=exclude)
+        except HistoryBusy:
+            raise ProtocolError(protocol.BUSY, "the notification log is busy; try again") from None
+        except BackendUnavailable:
+            raise ProtocolError(
+                protocol.BACKEND_UNAVAILABLE, "the backend is unavailable; try again"
+            ) from None
 
     async def _register(self, email: str) -> None:
         sub = self.sub

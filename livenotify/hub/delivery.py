@@ -63,6 +63,8 @@ class Subscriber:
     #: Notifications dropped under the ``drop`` policy and not yet reported.
     dropped: int = 0
     delivered: int = 0
+    #: Offset of the last notification queued or written for it (0: none).
+    last_offset: int = 0
     #: Deliveries the coalescer holds, oldest first (None: none held), and
     #: their bytes on the wire.
     pending: list[Payload] | None = None

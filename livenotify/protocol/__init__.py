@@ -42,7 +42,9 @@ from .client import (
     decode_command,
 )
 from .errors import (
+    BACKEND_UNAVAILABLE,
     BINARY_FRAME,
+    BUSY,
     ERROR_CODES,
     FORBIDDEN,
     IDLE_TIMEOUT,
@@ -50,6 +52,7 @@ from .errors import (
     INVALID_EVENT,
     INVALID_JSON,
     INVALID_MESSAGE,
+    INVALID_POSITION,
     INVALID_UTF8,
     JSON_TOO_DEEP,
     MESSAGE_TOO_LARGE,
@@ -82,6 +85,7 @@ from .server import (
     Notification,
     PongReply,
     Published,
+    Recovery,
     Registered,
     ServerMessage,
     ServerPing,
@@ -98,7 +102,9 @@ from .server import (
 
 __all__ = [
     "ALL_EVENTS",
+    "BACKEND_UNAVAILABLE",
     "BINARY_FRAME",
+    "BUSY",
     "COMMAND_USAGE",
     "ERROR_CODES",
     "FORBIDDEN",
@@ -107,6 +113,7 @@ __all__ = [
     "INVALID_EVENT",
     "INVALID_JSON",
     "INVALID_MESSAGE",
+    "INVALID_POSITION",
     "INVALID_UTF8",
     "JSON_TOO_DEEP",
     "MESSAGE_TOO_LARGE",
@@ -140,6 +147,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "Published",
+    "Recovery",
     "Register",
     "Registered",
     "SeedEvent",

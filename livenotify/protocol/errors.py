@@ -34,6 +34,12 @@ STORAGE_BUSY: Final = "storage_busy"
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 IDLE_TIMEOUT: Final = "idle_timeout"
 SHUTTING_DOWN: Final = "shutting_down"
+#: The notification log cannot take a publish now (storage backlog full).
+BUSY: Final = "busy"
+#: The shared log (Redis) cannot be reached: the publish is refused.
+BACKEND_UNAVAILABLE: Final = "backend_unavailable"
+#: A malformed ``since`` (position, duration, timestamp or ``all``).
+INVALID_POSITION: Final = "invalid_position"
 
 #: Every code the server may put in an error reply or close reason.
 ERROR_CODES: Final = frozenset(
@@ -42,7 +48,7 @@ ERROR_CODES: Final = frozenset(
         INVALID_EVENT, INVALID_EMAIL, MESSAGE_TOO_LARGE, JSON_TOO_DEEP, TOO_MANY_EVENTS,
         TOO_MANY_SUBSCRIPTIONS, INVALID_UTF8, NUL_BYTE, BINARY_FRAME, FORBIDDEN,
         RATE_LIMITED, SLOW_CONSUMER, STORAGE_BUSY, TOO_MANY_CONNECTIONS, IDLE_TIMEOUT,
-        SHUTTING_DOWN,
+        SHUTTING_DOWN, BUSY, BACKEND_UNAVAILABLE, INVALID_POSITION,
     }
 )  # fmt: skip
 

@@ -18,17 +18,34 @@ from .jsontext import load_object
 @dataclass(frozen=True, slots=True)
 class Welcome:
     events: tuple[str, ...]
+    #: The log's head, ``E:N`` (None: a server without positions).
+    position: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How a ``since`` / ``resume`` went: ``recovered`` is true only when
+    the ``replayed`` notifications that follow are every one missed."""
+
+    recovered: bool
+    replayed: int
 
 
 @dataclass(frozen=True, slots=True)
 class Registered:
     email: str
     events: tuple[str, ...]
+    #: Only when ``resume`` was asked.
+    recovery: Recovery | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribed:
     events: tuple[str, ...]
+    #: Only when ``since`` was given.
+    recovery: Recovery | None = None
+    #: The head when the replay was read (with ``recovery``).
+    position: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,8 @@ class Published:
     event: str
     id: str
     delivered: int
+    #: Its place in the log (None from a server without positions).
+    offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +125,17 @@ def encode(obj: Mapping[str, Any]) -> str:
 def encode_server(msg: ServerMessage) -> str:
     """The wire text of a server message."""
     match msg:
-        case Welcome(events):
-            return encode({"type": "welcome", "events": list(events)})
-        case Registered(email, events):
-            return encode({"type": "registered", "email": email, "events": list(events)})
-        case Subscribed(events):
-            return encode({"type": "subscribed", "events": list(events)})
+        case Welcome(events, position):
+            obj: dict[str, Any] = {"type": "welcome", "events": list(events)}
+            if position is not None:
+                obj["position"] = position
+            return encode(obj)
+        case Registered(email, events, recovery):
+            obj = {"type": "registered", "email": email, "events": list(events)}
+            return encode(_with_recovery(obj, recovery, None))
+        case Subscribed(events, recovery, position):
+            obj = {"type": "subscribed", "events": list(events)}
+            return encode(_with_recovery(obj, recovery, position))
         case Unsubscribed(events):
             return encode({"type": "unsubscribed", "events": list(events)})
         case EventsList(events):
@@ -122,8 +146,11 @@ def encode_server(msg: ServerMessage) -> str:
             return encode({"type": "pong", "timestamp": ts})
         case ServerPing():
             return encode({"type": "ping"})
-        case Published(event, id_, delivered):
-            return encode({"type": "published", "event": event, "id": id_, "delivered": delivered})
+        case Published(event, id_, delivered, offset):
+            obj = {"type": "published", "event": event, "id": id_, "delivered": delivered}
+            if offset is not None:
+                obj["offset"] = offset
+            return encode(obj)
         case Dropped(count):
             return encode({"type": "dropped", "count": count})
         case Goodbye(reason):
@@ -135,6 +162,34 @@ def encode_server(msg: ServerMessage) -> str:
         case Notification(event, fields):
             return encode({**fields, "type": event})
     raise TypeError(f"not a server message: {msg!r}")  # pragma: no cover
+
+
+def _with_recovery(
+    obj: dict[str, Any], recovery: Recovery | None, position: str | None
+) -> dict[str, Any]:
+    if recovery is not None:
+        obj["recovered"] = recovery.recovered
+        obj["replayed"] = recovery.replayed
+    if position is not None:
+        obj["position"] = position
+    return obj
+
+
+def _recovery(obj: Mapping[str, Any]) -> Recovery | None:
+    if "recovered" not in obj:
+        return None
+    recovered = obj["recovered"]
+    if not isinstance(recovered, bool):
+        raise ProtocolError(INVALID_MESSAGE, '"recovered" must be a boolean')
+    return Recovery(recovered, _int(obj, "replayed"))
+
+
+def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key)
+
+
+def _opt_int(obj: Mapping[str, Any], key: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key)
 
 
 def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -165,11 +220,11 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     if not isinstance(kind, str):
         raise ProtocolError(INVALID_MESSAGE, 'a message needs a string "type"')
     if kind == "welcome":
-        return Welcome(_str_tuple(obj, "events"))
+        return Welcome(_str_tuple(obj, "events"), _opt_str(obj, "position"))
     if kind == "registered":
-        return Registered(_str(obj, "email"), _str_tuple(obj, "events"))
+        return Registered(_str(obj, "email"), _str_tuple(obj, "events"), _recovery(obj))
     if kind == "subscribed":
-        return Subscribed(_str_tuple(obj, "events"))
+        return Subscribed(_str_tuple(obj, "events"), _recovery(obj), _opt_str(obj, "position"))
     if kind == "unsubscribed":
         return Unsubscribed(_str_tuple(obj, "events"))
     if kind == "events":
@@ -181,7 +236,9 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     if kind == "ping":
         return ServerPing()
     if kind == "published":
-        return Published(_str(obj, "event"), _str(obj, "id"), _int(obj, "delivered"))
+        return Published(
+            _str(obj, "event"), _str(obj, "id"), _int(obj, "delivered"), _opt_int(obj, "offset")
+        )
     if kind == "dropped":
         return Dropped(_int(obj, "count"))
     if kind == "goodbye":
