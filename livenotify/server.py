@@ -253,6 +253,7 @@ class Server:
             ip = client_ip(str(remote.address))
             peer = format_address((str(remote.address), remote.port))
         events = _query_events(request.path, self.config.limits.max_events_per_message)
+        since = _query_since(request.path)
         try:
             ws = await request.accept()
             if not self.admission.admit(ip):
@@ -269,8 +270,9 @@ class Server:
             return
         transport = WsTransport(ws, peer)
         session = Session(
-            self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
-        )
+            self.hub, self.config, transport, self.storage, events,
+            heartbeat=self.heartbeat, initial_since=since,
+        )  # fmt: skip
         await self._serve_session(session, ip)
 
 
@@ -286,6 +288,12 @@ def _query_events(path: str, limit: int) -> tuple[str, ...]:
         return (protocol.ALL_EVENTS,)
     names = [n for value in query["events"] for n in value.split(",") if n]
     return tuple(dict.fromkeys(names))[:limit]
+
+
+def _query_since(path: str) -> str | None:
+    """``/?since=E:N`` -> "E:N" (checked by the session); None without one."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("since")
+    return values[-1] if values else None
 
 
 async def serve(

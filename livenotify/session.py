@@ -15,6 +15,7 @@ the peer why where it can, and logs one line.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ import trio
 from . import protocol, reasons
 from .backplane import BackendUnavailable, Sent
 from .config import Config
-from .history import HistoryBusy
+from .history import HistoryBusy, InvalidPosition, Position, Since, parse_since
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .payload import Payload
@@ -44,6 +45,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .ratelimit import TokenBucket
+from .recovery import Answer, Replayer
 from .replies import Replies, unknown_events
 from .storage import StorageBridge, StorageBusy
 from .transports import Transport, TransportClosed
@@ -63,9 +65,9 @@ class Session:
 
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
-        "_bucket", "_end_reason", "_explicit", "_initial_events", "_killed", "_nursery",
-        "_probe", "_reader_scope", "_replies", "_writer_done", "config", "hub", "storage", "sub",
-        "transport",
+        "_bucket", "_end_reason", "_explicit", "_initial_events", "_initial_since", "_killed",
+        "_nursery", "_probe", "_reader_scope", "_replayer", "_replies", "_writer_done", "config",
+        "hub", "storage", "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -76,12 +78,15 @@ class Session:
         storage: StorageBridge | None = None,
         initial_events: Sequence[str] = (),
         heartbeat: Heartbeat | None = None,
+        initial_since: str | None = None,
     ) -> None:
         self.hub = hub
         self.config = config
         self.transport = transport
         self.storage = storage
         self._initial_events = initial_events
+        #: A WebSocket URL's ``since``: the initial events are replayed from it.
+        self._initial_since = initial_since
         #: The connection's nursery while it runs; cancelling it ends everything.
         self._nursery: trio.Nursery | None = None
         self._killed = False
@@ -95,6 +100,8 @@ class Session:
         #: by it when it ends.
         self._writer_done: trio.Event | None = None
         self.sub: Subscriber = hub.attach(transport, self.kill)
+        #: The recovery under way, if any (see :mod:`livenotify.recovery`).
+        self._replayer: Replayer | None = None
         self.sub.outbox.on_queue = self._start_writer
         self._replies = Replies(self.sub, config.slow_policy, self.kill)
         #: Its place in the heartbeat schedule (transports that answer pings).
@@ -156,6 +163,7 @@ class Session:
             why = reasons.lookup(reason)
             if self._probe is not None:
                 Heartbeat.unwatch(self._probe)
+            self._save_position()
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:
@@ -174,9 +182,18 @@ class Session:
         if self._initial_events:
             unknown = self.hub.unknown(self._initial_events)
             known = [e for e in self._initial_events if e not in unknown]
-            self.hub.subscribe(self.sub, known)
+            since = None
+            if self._initial_since is not None:
+                try:
+                    since = self._parse_since(protocol.check_since(self._initial_since))
+                except ProtocolError as exc:
+                    await self._replies.refuse(exc)
             if unknown:
                 await self._replies.refuse(unknown_events(unknown, self.hub.catalog))
+            if since is None:
+                self.hub.subscribe(self.sub, known)
+            else:
+                await self._subscribe_since(known, since)
 
     def _start_writer(self) -> None:
         """The outbox got its first item: from now on a writer task drains it."""
@@ -276,10 +293,11 @@ class Session:
         """Act on one message; True means the client asked to leave."""
         hub, sub = self.hub, self.sub
         match msg:
-            case Register(email):
-                await self._register(email)
-            case Subscribe(events):
+            case Register(email, resume):
+                await self._register(email, resume)
+            case Subscribe(events, since_text):
                 self._check_known(events)
+                since = None if since_text is None else self._parse_since(since_text)
                 total = len(sub.events | set(events))
                 if total > self.config.limits.max_subscriptions:
                     raise ProtocolError(
@@ -288,9 +306,12 @@ class Session:
                     )
                 if sub.email and self.storage is not None:
                     await self._store(self.storage.subscribe, sub.email, list(events))
-                hub.subscribe(sub, events)
                 self._explicit.update(events)
-                await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
+                if since is not None:
+                    await self._subscribe_since(events, since)
+                else:
+                    hub.subscribe(sub, events)
+                    await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
             case Unsubscribe(events):
                 if sub.email and self.storage is not None:
                     await self._store(self.storage.unsubscribe, sub.email, list(events))
@@ -343,12 +364,61 @@ class Session:
                 protocol.BACKEND_UNAVAILABLE, "the backend is unavailable; try again"
             ) from None
 
-    async def _register(self, email: str) -> None:
+    # -- history ----------------------------------------------------------------
+
+    @staticmethod
+    def _parse_since(text: str) -> Since:
+        try:
+            return parse_since(text, time.time())
+        except InvalidPosition as exc:  # checked when decoded: not expected
+            raise ProtocolError(protocol.INVALID_POSITION, str(exc)) from None
+
+    async def _subscribe_since(self, events: Sequence[str], since: Since) -> None:
+        """Subscribe, then replay what ``events`` missed after ``since``."""
+        sub = self.sub
+
+        async def answer(recovery: protocol.Recovery, position: str) -> None:
+            reply = protocol.Subscribed(tuple(sorted(sub.events)), recovery, position)
+            await self._send(reply)
+
+        await self._recover(events, since, answer)
+
+    async def _recover(self, events: Sequence[str], since: Since | None, answer: Answer) -> None:
+        sub = self.sub
+        self.hub.begin_recovery(sub)  # before subscribing: no live one slips past
+        self.hub.subscribe(sub, events)
+        self._replayer = Replayer(self.hub, sub)
+        try:
+            await self._replayer.run(since, events, answer)
+        finally:
+            self._replayer = None
+
+    def _save_position(self) -> None:
+        """A registered connection ends: remember up to where it got every
+        notification, for ``register ... resume``."""
+        sub, storage = self.sub, self.storage
+        if sub.email is None or storage is None:
+            return
+        floors = [sub.unsent_floor(), self.hub.buffered_floor(sub)]
+        if self._replayer is not None:
+            floors.append(self._replayer.floor)
+        floor = min((f for f in floors if f), default=0)
+        position = self.hub.position
+        offset = floor - 1 if floor else position.offset
+        try:
+            storage.save_position(sub.email, position.epoch, offset)
+        except StorageBusy:
+            log.warning("storage busy: resume position of #%d not saved", sub.id)
+
+    async def _register(self, email: str, resume: bool = False) -> None:
         sub = self.sub
         stored: list[str] = []
+        saved: tuple[str, int] | None = None
         if self.storage is not None:
             try:
                 stored = await self.storage.subscriptions_of(email)
+                if resume:
+                    saved = await self.storage.position_of(email)
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
@@ -362,10 +432,18 @@ class Session:
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
-        self.hub.subscribe(sub, restored)
         self._explicit.update(restored)
-        log.info("register #%d %s restored=%d", sub.id, email, len(restored))
-        await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
+        log.info("register #%d %s restored=%d resume=%s", sub.id, email, len(restored), resume)
+        if not resume:
+            self.hub.subscribe(sub, restored)
+            await self._send(protocol.Registered(email, tuple(sorted(self._explicit))))
+            return
+        since = None if saved is None else Since(position=Position(*saved))
+
+        async def answer(recovery: protocol.Recovery, _position: str) -> None:
+            await self._send(protocol.Registered(email, tuple(sorted(self._explicit)), recovery))
+
+        await self._recover(sorted(self._explicit), since, answer)
 
     async def _store(self, write: Callable[..., int], *args: Any) -> None:
         """Hand a write to storage and wait until it is committed: a reply

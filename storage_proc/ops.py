@@ -61,7 +61,19 @@ class MarkQueued(NamedTuple):
     at: str
 
 
-Write = RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
+class PositionWrite(NamedTuple):
+    """Where ``email``'s last connection ended in the notification log:
+    every notification up to ``offset`` (in ``epoch``) was written to it."""
+
+    email: str
+    epoch: str
+    offset: int
+
+
+Write = (
+    RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
+    | PositionWrite
+)  # fmt: skip
 
 #: On the wire a write is a plain tuple ``(tag, *fields)``: pickling a
 #: NamedTuple costs about seven times as much as a plain tuple, and the
@@ -72,6 +84,7 @@ KINDS: tuple[type[Write], ...] = (
     UnsubscribeWrite,
     LogNotification,
     MarkQueued,
+    PositionWrite,
 )
 _TAGS: dict[type[Write], int] = {kind: tag for tag, kind in enumerate(KINDS)}
 
@@ -156,6 +169,11 @@ def apply(conn: Connection, write: Write) -> int:
                 return 0  # a replay: its outbox rows exist already
             cur = conn.execute(_OUTBOX_FANOUT, (nid, at, to_sql(event), ALL_EVENTS))
             return max(cur.rowcount, 0)
+        case PositionWrite(email, epoch, offset):
+            conn.execute(
+                "UPDATE subscribers SET last_epoch = ?, last_offset = ? WHERE email = ?",
+                (epoch, offset, to_sql(email)),
+            )
         case MarkQueued(outbox_ids, at):
             conn.executemany(
                 "UPDATE outbox SET state = 'queued', queued_at = ?"

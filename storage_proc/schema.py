@@ -90,6 +90,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5: where each e-mail's last connection ended (``register`` with resume)
+    """
+    ALTER TABLE subscribers ADD COLUMN last_epoch TEXT;
+    ALTER TABLE subscribers ADD COLUMN last_offset BIGINT;
+    """,
 )
 
 #: The same steps for PostgreSQL (identity columns for SQLite's rowid keys).
@@ -126,6 +131,8 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     ),
     # 4
     MIGRATIONS[3].replace(") WITHOUT ROWID;", ");"),
+    # 5
+    MIGRATIONS[4],
 )
 
 #: The version this code writes; a database above it is refused.

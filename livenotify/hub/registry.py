@@ -235,6 +235,10 @@ class Hub:
         self._recovering[sub] = []
         return buffer
 
+    def buffered_floor(self, sub: Subscriber) -> int:
+        """The lowest offset buffered for a recovering ``sub`` (0: none)."""
+        return min((p.offset for p in self._recovering.get(sub, ())), default=0)
+
     def end_recovery(self, sub: Subscriber) -> list[Payload]:
         """Deliver to ``sub`` directly again; what was still buffered."""
         return self._recovering.pop(sub, [])
@@ -256,5 +260,4 @@ class Hub:
             self._refused(sub)
             return 0
         sub.delivered += 1
-        sub.last_offset = payload.offset
         return 1

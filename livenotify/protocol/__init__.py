@@ -38,6 +38,7 @@ from .client import (
     check_catalog_name,
     check_email,
     check_event_name,
+    check_since,
     decode_client,
     decode_command,
 )
@@ -163,6 +164,7 @@ __all__ = [
     "check_catalog_name",
     "check_email",
     "check_event_name",
+    "check_since",
     "decode_client",
     "decode_command",
     "decode_server",
