@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import Any
 
 import trio
 
 from . import protocol
-from .backplane import BackendUnavailable
-from .history import Replay, Since
+from .backplane import BackendUnavailable, Sent
+from .history import HistoryBusy, InvalidPosition, Replay, Since, parse_since
 from .hub import Hub, Subscriber
 from .payload import Payload
-from .storage import StorageBusy
+from .protocol import ProtocolError
+from .storage import StorageBridge, StorageBusy
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,41 @@ class Replayer:
 
 def _offset(payload: Payload) -> int:
     return payload.offset
+
+
+async def publish(
+    hub: Hub, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
+) -> Sent:
+    """Publish through the hub; a log that cannot take it is ``busy`` (or
+    ``backend_unavailable``): nothing was delivered."""
+    try:
+        return await hub.publish(event, fields, exclude=exclude)
+    except HistoryBusy:
+        raise ProtocolError(protocol.BUSY, "the notification log is busy; try again") from None
+    except BackendUnavailable:
+        raise ProtocolError(
+            protocol.BACKEND_UNAVAILABLE, "the backend is unavailable; try again"
+        ) from None
+
+
+def since_now(text: str) -> Since:
+    """A checked ``since`` text as a :class:`Since`, durations counted from now."""
+    try:
+        return parse_since(text, time.time())
+    except InvalidPosition as exc:
+        raise ProtocolError(protocol.INVALID_POSITION, str(exc)) from None
+
+
+def save_position(hub: Hub, sub: Subscriber, storage: StorageBridge, replay_floor: int) -> None:
+    """A registered connection ends: remember up to where it got every
+    notification (before the lowest one still held, queued, being written,
+    buffered or not yet replayed), for ``register ... resume``."""
+    assert sub.email is not None
+    floors = (sub.unsent_floor(), hub.buffered_floor(sub), replay_floor)
+    floor = min((f for f in floors if f), default=0)
+    position = hub.position
+    offset = floor - 1 if floor else position.offset
+    try:
+        storage.save_position(sub.email, position.epoch, offset)
+    except StorageBusy:
+        log.warning("storage busy: resume position of #%d not saved", sub.id)

@@ -15,16 +15,14 @@ the peer why where it can, and logs one line.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
 from . import protocol, reasons
-from .backplane import BackendUnavailable, Sent
 from .config import Config
-from .history import HistoryBusy, InvalidPosition, Position, Since, parse_since
+from .history import Position, Since
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .payload import Payload
@@ -45,7 +43,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .ratelimit import TokenBucket
-from .recovery import Answer, Replayer
+from .recovery import Answer, Replayer, publish, save_position, since_now
 from .replies import Replies, unknown_events
 from .storage import StorageBridge, StorageBusy
 from .transports import Transport, TransportClosed
@@ -163,7 +161,9 @@ class Session:
             why = reasons.lookup(reason)
             if self._probe is not None:
                 Heartbeat.unwatch(self._probe)
-            self._save_position()
+            if sub.email is not None and self.storage is not None:
+                floor = self._replayer.floor if self._replayer is not None else 0
+                save_position(self.hub, sub, self.storage, floor)
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:
@@ -185,7 +185,7 @@ class Session:
             since = None
             if self._initial_since is not None:
                 try:
-                    since = self._parse_since(protocol.check_since(self._initial_since))
+                    since = since_now(protocol.check_since(self._initial_since))
                 except ProtocolError as exc:
                     await self._replies.refuse(exc)
             if unknown:
@@ -297,7 +297,7 @@ class Session:
                 await self._register(email, resume)
             case Subscribe(events, since_text):
                 self._check_known(events)
-                since = None if since_text is None else self._parse_since(since_text)
+                since = None if since_text is None else since_now(since_text)
                 total = len(sub.events | set(events))
                 if total > self.config.limits.max_subscriptions:
                     raise ProtocolError(
@@ -331,7 +331,7 @@ class Session:
                 self._check_known([event])
                 # Refusals before it are answered before its notification.
                 await self._replies.accepted()
-                sent = await self._publish(event, fields)
+                sent = await publish(hub, event, fields)
                 await self._send(protocol.Published(event, sent.id, sent.delivered, sent.offset))
             case SeedEvent(event, fields, token):
                 self._check_token(token)
@@ -340,7 +340,7 @@ class Session:
                     body.pop("token", None)  # never leak the secret to subscribers
                 await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
-                await self._publish(event, body, exclude=sub)
+                await publish(hub, event, body, exclude=sub)
             case HelpRequest():
                 await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
             case Exit():
@@ -350,28 +350,7 @@ class Session:
                 return True
         return False
 
-    async def _publish(
-        self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
-    ) -> Sent:
-        """Publish through the hub; a log that cannot take it is ``busy`` (or
-        ``backend_unavailable``): nothing was delivered."""
-        try:
-            return await self.hub.publish(event, fields, exclude=exclude)
-        except HistoryBusy:
-            raise ProtocolError(protocol.BUSY, "the notification log is busy; try again") from None
-        except BackendUnavailable:
-            raise ProtocolError(
-                protocol.BACKEND_UNAVAILABLE, "the backend is unavailable; try again"
-            ) from None
-
     # -- history ----------------------------------------------------------------
-
-    @staticmethod
-    def _parse_since(text: str) -> Since:
-        try:
-            return parse_since(text, time.time())
-        except InvalidPosition as exc:  # checked when decoded: not expected
-            raise ProtocolError(protocol.INVALID_POSITION, str(exc)) from None
 
     async def _subscribe_since(self, events: Sequence[str], since: Since) -> None:
         """Subscribe, then replay what ``events`` missed after ``since``."""
@@ -392,23 +371,6 @@ class Session:
             await self._replayer.run(since, events, answer)
         finally:
             self._replayer = None
-
-    def _save_position(self) -> None:
-        """A registered connection ends: remember up to where it got every
-        notification, for ``register ... resume``."""
-        sub, storage = self.sub, self.storage
-        if sub.email is None or storage is None:
-            return
-        floors = [sub.unsent_floor(), self.hub.buffered_floor(sub)]
-        if self._replayer is not None:
-            floors.append(self._replayer.floor)
-        floor = min((f for f in floors if f), default=0)
-        position = self.hub.position
-        offset = floor - 1 if floor else position.offset
-        try:
-            storage.save_position(sub.email, position.epoch, offset)
-        except StorageBusy:
-            log.warning("storage busy: resume position of #%d not saved", sub.id)
 
     async def _register(self, email: str, resume: bool = False) -> None:
         sub = self.sub
