@@ -15,7 +15,7 @@ import trio.testing
 from livenotify import protocol
 from livenotify.backplane import LocalBackplane
 from livenotify.config import Config
-from livenotify.history import MemoryLog, Replay, Since
+from livenotify.history import HistoryBusy, MemoryLog, Replay, Since
 from livenotify.hub import Hub
 from livenotify.session import Session
 from livenotify.transports import TcpTransport
@@ -156,4 +156,38 @@ async def test_replay_races_publishes_without_gap_or_duplicate() -> None:
         )
         offsets = [(await peer.recv())["offset"] for _ in range(total)]
         assert offsets == list(range(1, total + 1))
+        nursery.cancel_scope.cancel()
+
+
+class BusyLog(MemoryLog):
+    """A log that cannot take anything while ``busy``."""
+
+    busy = False
+
+    def append(self, notification_id: str, event: str, encode: Any) -> Any:
+        if self.busy:
+            raise HistoryBusy("storage backlog full")
+        return super().append(notification_id, event, encode)
+
+
+async def test_a_full_log_refuses_the_publish_and_delivers_nothing() -> None:
+    hub = Hub(CONFIG)
+    log = BusyLog()
+    hub.use(LocalBackplane(log, hub.deliver_entry))
+    async with trio.open_nursery() as nursery:
+        sub = await connect(hub, nursery)
+        pub = await connect(hub, nursery)
+        await sub.send(b"subscribe a\n")
+        await sub.recv()
+        log.busy = True
+        await pub.send(b'{"type":"publish","event":"a","data":1}\n{"type":"a","seed":1}\n')
+        for _ in range(2):  # the seed form, which has no reply, gets the error too
+            err = await pub.recv()
+            assert (err["type"], err["code"]) == ("error", protocol.BUSY)
+        log.busy = False
+        await pub.send(b'{"type":"publish","event":"a","data":2}\n')
+        ack = await pub.recv()
+        assert ack["offset"] == 1  # the refused ones took no offset
+        got = await sub.recv()  # the first thing it gets: nothing was delivered before
+        assert (got["data"], got["offset"]) == (2, 1)
         nursery.cancel_scope.cancel()
