@@ -19,7 +19,7 @@ from livenotify.config import Config
 from livenotify.history import EmbeddedLog, Position, Since
 from livenotify.storage import StorageBridge
 from tests.helpers import LineClient, running_server, serve_command
-from tests.test_storage import ODD_TEXT
+from tests.storage.test_storage import ODD_TEXT
 
 psycopg = pytest.importorskip("psycopg")
 
