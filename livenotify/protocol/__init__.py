@@ -15,6 +15,9 @@ about sockets, Trio or time beyond formatting a timestamp: that is what lets
   :func:`notification`, :func:`timestamp`.
 - :mod:`.lines`: :class:`LineDecoder` splits a TCP byte stream into bounded
   UTF-8 lines.
+- :mod:`.positions`: log positions ``E:N`` and the ``since`` forms
+  (durations, RFC 3339, ``all``); :class:`InvalidPosition` is
+  ``invalid_position``.
 """
 
 from __future__ import annotations

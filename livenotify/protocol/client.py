@@ -13,7 +13,6 @@ from email.utils import parseaddr
 from typing import Any, Final
 
 from ..config import Limits
-from ..history.positions import InvalidPosition, parse_position, parse_since
 from .errors import (
     INVALID_EMAIL,
     INVALID_EVENT,
@@ -26,6 +25,7 @@ from .errors import (
     ProtocolError,
 )
 from .jsontext import load_object
+from .positions import InvalidPosition, parse_position, parse_since
 
 #: Subscribing to this name means every event.
 ALL_EVENTS: Final = "*"
