@@ -18,6 +18,7 @@ import trio
 from livenotify.config import Config
 from livenotify.history import EmbeddedLog, Position, Since
 from livenotify.storage import StorageBridge
+from storage_proc.schema import SCHEMA_VERSION
 from tests.helpers import LineClient, running_server, serve_command
 from tests.storage.test_storage import ODD_TEXT
 
@@ -77,7 +78,7 @@ async def test_round_trip_acks_and_writer_kill(pg_url: str) -> None:
     assert [job.email for job in jobs] == [SURROGATE]
     emails = {r[0] for r in rows(pg_url, "SELECT email FROM subscribers")}
     assert {f"u{i}@pg.test" for i in range(300)} | {"last@pg.test"} <= emails
-    assert rows(pg_url, "SELECT version FROM schema_version") == [(4,)]
+    assert rows(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_history_epoch_survives_a_clean_restart(pg_url: str) -> None:
