@@ -14,6 +14,8 @@
 - sse: the fan-out to Server-Sent Events subscribers (``GET /sse``).
   (livenotify only: the peer has neither; ratios are against its WebSocket
   fan-out, and against livenotify's own in the same run.)
+- replay: one subscriber catches up on 10,000 notifications it missed
+  (``subscribe bench since E:N``, from memory), timed (livenotify only).
 
 Every fan-out row also gives deliveries per second of the server's own CPU
 time (psutil user + system, first publish to last delivery), the fair
@@ -551,7 +553,7 @@ def table(rows: list[Row]) -> str:
     out.append("-" * len(head))
     for r in rows:
         f = r.figures
-        if r.scenario == "idle":
+        if r.scenario in ("idle", "replay"):
             continue
         p = _peer_of(rows, r)
         ratio = (
@@ -722,7 +724,9 @@ def machine() -> dict[str, Any]:
 # -- main ---------------------------------------------------------------------
 
 
-SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow", "http", "sse")
+SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow", "http", "sse", "replay")
+#: Notifications the replay scenario has one subscriber catch up on.
+REPLAY_COUNT = 10_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -927,6 +931,12 @@ def main(argv: list[str] | None = None) -> int:
             note(http_publish(start, gen_cores, n, plan, rows, fanout))
         if "sse" in only:
             note(sse_fanout(start, gen_cores, n, plan, rows, fanout))
+    if "replay" in only and "livenotify" in servers:
+        with start("livenotify", queue_size=2 * REPLAY_COUNT) as srv:
+            # Imported here: run.py also runs as a script (sys.path set below).
+            from benchmarks.replay import replay
+
+            note(Row("replay", "livenotify", 1, "tcp", replay(srv, REPLAY_COUNT)))
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -950,6 +960,14 @@ def main(argv: list[str] | None = None) -> int:
     chart(rows, png)
     if not args.quick and {"fanout", "latency"} <= only and len(servers) == 2:
         shutil.copyfile(png, CHART)
+    for r in rows:
+        if r.scenario == "replay":
+            f = r.figures
+            print(
+                f"replay: {f['replayed']:,} notifications to one subscriber in "
+                f"{f['seconds'] * 1000:,.0f} ms ({f['replayed_per_s']:,.0f}/s; "
+                f"subscribed reply after {f['reply_ms']:.1f} ms)"
+            )
     print(
         f"\nresults: {out.relative_to(ROOT)}, chart: {png.relative_to(ROOT)}"
         f"  ({time.time() - started:.0f}s)"

@@ -99,8 +99,10 @@ async def run_front_door(data: bytes, cuts: list[int], close: bool) -> bytes:
     app.hub = hub
     app.config = CONFIG
 
-    async def start_session(transport: WsTransport, events: tuple[str, ...], grant: Grant) -> None:
-        await Session(hub, CONFIG, transport, None, events, grant=grant).run()
+    async def start_session(
+        transport: WsTransport, events: tuple[str, ...], grant: Grant, since: str | None
+    ) -> None:
+        await Session(hub, CONFIG, transport, None, events, grant=grant, initial_since=since).run()
 
     app.access = Authority(CONFIG)  # the upgrade's token check
     door = FrontDoor(CONFIG, start_session, app)

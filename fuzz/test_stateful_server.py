@@ -1,11 +1,14 @@
 """A hypothesis state machine against a live ``livenotify serve``.
 
 It opens TCP and WebSocket connections, subscribes, unsubscribes, registers,
-publishes in both forms, sends garbage and drops connections without a
-goodbye, while keeping a model of who is subscribed to what. After every
-step it checks that each connection received exactly what the model says:
-every notification to exactly the model's subscribers, once, in publish
-order; every bad input its error code; nothing else. Completion is known by
+publishes in both forms, sends garbage, drops connections without a
+goodbye and comes back resuming from the last notification it saw, while
+keeping a model of who is subscribed to what and of the log (every
+notification's offset). After every step it checks that each connection
+received exactly what the model says: every notification to exactly the
+model's subscribers, once, in offset order, with its offset; after a
+resume, exactly the notifications it missed (``recovered`` true), then live
+ones; every bad input its error code; nothing else. Completion is known by
 a ping round trip on each connection: the server queues replies and
 notifications on one per-connection queue, so the pong comes after anything
 queued before it.
@@ -54,6 +57,9 @@ MAX_PEERS = 5
 #: Bound on waiting for the server to notice a disconnect.
 SETTLE_TIMEOUT = 10.0
 HEX_ID = re.compile(r"[0-9a-f]{32}")
+POSITION = re.compile(r"([0-9a-f]{8}):(\d+)")
+#: Departed connections remembered for a resume.
+MAX_DEPARTED = 4
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 STATS = r"^connections=(\d+) subscribers=(\d+) "
 
@@ -78,11 +84,23 @@ class Peer:
     explicit: set[str] = field(default_factory=set)
     #: Messages owed to it since the last sync, in order (normalised).
     expected: list[Any] = field(default_factory=list)
+    #: The offset of the last notification it received (or the head when it
+    #: connected): where a resume starts.
+    last: int = 0
 
 
-def normalise(obj: dict[str, Any], ids: dict[int, set[str]] | None = None) -> Any:
+@dataclass(frozen=True)
+class Departed:
+    """A connection that went away: what it had and where it got to."""
+
+    subs: frozenset[str]
+    last: int
+
+
+def normalise(obj: dict[str, Any], ids: dict[int, set[str]] | None = None, epoch: str = "") -> Any:
     """A received message in the form the model predicts it; notification ids
-    are collected into ``ids`` by the ``seq`` the machine put in each."""
+    are collected into ``ids`` by the ``seq`` the machine put in each, and
+    every notification is of ``epoch``."""
     kind = obj.get("type")
     if kind == "error":
         assert obj["code"] in protocol.ERROR_CODES and isinstance(obj["message"], str)
@@ -91,16 +109,18 @@ def normalise(obj: dict[str, Any], ids: dict[int, set[str]] | None = None) -> An
         return ("error", obj["code"], count)
     if kind == "published":
         assert HEX_ID.fullmatch(obj["id"]), obj
-        return ("published", obj["event"], obj["delivered"], obj["id"])
+        return ("published", obj["event"], obj["delivered"], obj["id"], obj["offset"])
     if kind in CATALOG:
         body = dict(obj)
         notification_id = body.pop("id")
         assert HEX_ID.fullmatch(notification_id), obj
         assert TIMESTAMP.fullmatch(body.pop("timestamp")), obj
+        assert body.pop("epoch") == epoch, obj
+        offset = body.pop("offset")
         if ids is not None:
             seq = body["seq"] if "seq" in body else body["data"]["seq"]
             ids.setdefault(seq, set()).add(notification_id)
-        return ("notification", body)
+        return ("notification", body, offset)
     return obj
 
 
@@ -207,6 +227,12 @@ class LiveServerMachine(RuleBasedStateMachine):
         self.run_id = uuid.uuid4().hex[:8]
         #: seq -> ids seen on notifications carrying it (one id per publish).
         self.ids: dict[int, set[str]] = {}
+        #: The log: its epoch and head (learnt from the first welcome), and
+        #: this example's notifications as (offset, event, body).
+        self.epoch = ""
+        self.head = -1
+        self.log: list[tuple[int, str, Any]] = []
+        self.departed: list[Departed] = []
         # The previous example's teardown left the server empty.
         self.settle()
 
@@ -234,7 +260,7 @@ class LiveServerMachine(RuleBasedStateMachine):
             if obj.get("type") == "pong":
                 assert TIMESTAMP.fullmatch(obj["timestamp"]), obj
                 break
-            got.append(normalise(obj, self.ids))
+            got.append(self.normalise(peer, obj))
         assert merged(got) == merged(peer.expected), (
             f"{peer.name}: got {got}, expected {peer.expected}"
         )
@@ -260,16 +286,45 @@ class LiveServerMachine(RuleBasedStateMachine):
                 )
             time.sleep(0.02)  # polling a counter; there is no event to await
 
-    def add(self, conn: Conn, subs: set[str], owed: list[Any]) -> None:
-        assert conn.recv() == {"type": "welcome", "events": list(CATALOG)}
-        peer = Peer(self.fresh(conn.kind), conn, subs, expected=owed)
+    def normalise(self, peer: Peer, obj: dict[str, Any]) -> Any:
+        item = normalise(obj, self.ids, self.epoch)
+        if isinstance(item, tuple) and item[0] == "notification":
+            peer.last = item[2]
+        return item
+
+    def welcome(self, conn: Conn) -> None:
+        """Read the welcome: its position is the model's head."""
+        welcome = conn.recv()
+        m = POSITION.fullmatch(welcome.pop("position"))
+        assert m is not None and welcome == {"type": "welcome", "events": list(CATALOG)}
+        if self.head < 0:
+            self.epoch, self.head = m.group(1), int(m.group(2))
+        assert (m.group(1), int(m.group(2))) == (self.epoch, self.head)
+
+    def add(
+        self, conn: Conn, subs: set[str], owed: list[Any], *, welcomed: bool = False,
+        explicit: set[str] | None = None,
+    ) -> None:  # fmt: skip
+        if not welcomed:
+            self.welcome(conn)
+        peer = Peer(self.fresh(conn.kind), conn, subs, explicit or set(), owed, self.head)
         self.peers[peer.name] = peer
         # The ping also proves the initial subscriptions are in place.
         self.sync(peer)
 
     def drop(self, peer: Peer) -> None:
         del self.peers[peer.name]
+        self.departed = [*self.departed, Departed(frozenset(peer.subs), peer.last)]
+        self.departed = self.departed[-MAX_DEPARTED:]
         self.settle()
+
+    def missed(self, subs: frozenset[str], after: int) -> list[Any]:
+        """What the model's log holds for ``subs`` after offset ``after``."""
+        return [
+            ("notification", body, offset)
+            for offset, event, body in self.log
+            if offset > after and (event in subs or "*" in subs)
+        ]
 
     # -- connections -----------------------------------------------------------
 
@@ -288,6 +343,29 @@ class LiveServerMachine(RuleBasedStateMachine):
             subs = {n for n in names if n != "zzz"}
             owed = [("error", protocol.UNKNOWN_EVENT)] if "zzz" in names else []
         self.add(WsConn(self.server.ws_port, "/" + query), subs, owed)
+
+    @precondition(lambda self: self.departed and len(self.peers) < MAX_PEERS)
+    @rule(index=st.integers(0, MAX_DEPARTED - 1), transport=st.sampled_from(["tcp", "ws"]))
+    def resume(self, index: int, transport: str) -> None:
+        """A departed connection comes back from where it got to: exactly
+        what its events missed is replayed, then it is live again."""
+        gone = self.departed.pop(index % len(self.departed))
+        subs = sorted(gone.subs) or ["a"]
+        since = f"{self.epoch}:{gone.last}"
+        missed = self.missed(frozenset(subs), gone.last)
+        reply = {"type": "subscribed", "events": subs, "recovered": True,
+                 "replayed": len(missed), "position": f"{self.epoch}:{self.head}"}  # fmt: skip
+        conn: Conn
+        if transport == "ws":
+            conn = WsConn(self.server.ws_port, f"/?events={','.join(subs)}&since={since}")
+            self.welcome(conn)
+        else:
+            conn = TcpConn(self.server.tcp_port)
+            self.welcome(conn)
+            conn.send({"type": "subscribe", "events": subs, "since": since})
+        # Subscribed by message over TCP (what a later ``registered`` lists).
+        explicit = set(subs) if transport == "tcp" else set()
+        self.add(conn, set(subs), [reply, *missed], welcomed=True, explicit=explicit)
 
     @precondition(lambda self: self.peers)
     @rule(index=st.integers(0, MAX_PEERS - 1))
@@ -410,11 +488,15 @@ class LiveServerMachine(RuleBasedStateMachine):
                 if (item.event in p.subs or "*" in p.subs)
                 and not (item.seed_form and p is publisher)  # seed form relays to others
             ]  # fmt: skip
+            self.head += 1
+            self.log.append((self.head, item.event, body))
             for peer in receivers:
-                peer.expected.append(("notification", body))
+                peer.expected.append(("notification", body, self.head))
             if not item.seed_form:
                 replied.append(seq)
-                publisher.expected.append(("published", item.event, len(receivers), None))
+                publisher.expected.append(
+                    ("published", item.event, len(receivers), None, self.head)
+                )
         self.check_inboxes(publisher, replied)
 
     def check_inboxes(self, publisher: Peer, replied: list[int]) -> None:
@@ -424,10 +506,10 @@ class LiveServerMachine(RuleBasedStateMachine):
         got: list[Any] = []
         ids: list[str] = []
         while (obj := publisher.conn.recv()).get("type") != "pong":
-            item = normalise(obj, self.ids)
+            item = self.normalise(publisher, obj)
             if item[0] == "published":
                 ids.append(item[3])
-                item = (*item[:3], None)
+                item = (*item[:3], None, item[4])
             got.append(item)
         assert merged(got) == merged(publisher.expected), (
             f"{publisher.name}: got {got}, expected {publisher.expected}"

@@ -129,7 +129,8 @@ def _run_publish(argv: Sequence[str]) -> int:
     except PublishError as exc:
         print(f"livenotify publish: {exc}", file=sys.stderr)
         return 1
-    print(f"published {ack.event} id={ack.id} delivered={ack.delivered}")
+    offset = "" if ack.offset is None else f" offset={ack.offset}"
+    print(f"published {ack.event} id={ack.id} delivered={ack.delivered}{offset}")
     return 0
 
 

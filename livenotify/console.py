@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, TextIO
 import trio
 
 from . import protocol
+from .backplane import BackendUnavailable
+from .history import HistoryBusy
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -89,7 +91,7 @@ class Console:
                 log.info("console: end of input; server keeps running")
                 return
             try:
-                self.execute(line.strip())
+                await self.execute(line.strip())
             except Exception:
                 log.exception("console: command %r failed", line.strip()[:80])
             if self._pending:
@@ -98,14 +100,14 @@ class Console:
                 text, self._pending = "\n".join(self._pending), []
                 await trio.to_thread.run_sync(self._write, text, abandon_on_cancel=True)
 
-    def execute(self, line: str) -> None:
+    async def execute(self, line: str) -> None:
         """Run one console command line."""
         if not line:
             return
         verb, _, rest = line.partition(" ")
         verb = verb.lower()
         if verb == "send":
-            self._send(rest.strip())
+            await self._send(rest.strip())
         elif verb == "exit":
             self._print("shutting down")
             self._shutdown("console exit")
@@ -123,7 +125,7 @@ class Console:
         else:
             self._print(f"unknown command {verb!r}; type 'help'")
 
-    def _send(self, rest: str) -> None:
+    async def _send(self, rest: str) -> None:
         event, _, message = rest.partition(" ")
         if not event or not message.strip():
             self._print("usage: send <event> <message>")
@@ -132,8 +134,12 @@ class Console:
         if not hub.is_known(event) or event == protocol.ALL_EVENTS:
             self._print(f"unknown event {event!r}; events: {' '.join(hub.catalog)}")
             return
-        notification_id, delivered = hub.publish(event, {"message": message.strip()})
-        self._print(f"sent {event} id={notification_id} delivered={delivered}")
+        try:
+            sent = await hub.publish(event, {"message": message.strip()})
+        except (HistoryBusy, BackendUnavailable) as exc:
+            self._print(f"not sent: {exc}")
+            return
+        self._print(f"sent {event} id={sent.id} delivered={sent.delivered} offset={sent.offset}")
 
 
 def _is_terminal(stream: TextIO) -> bool:

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from .storage import StorageBridge, StorageBusy
 
 if TYPE_CHECKING:
+    from .backplane import Sent
     from .stats import Snapshot
 
 __all__ = ["CONTENT_TYPE", "Metrics", "StatsSource"]
@@ -138,7 +139,7 @@ class Metrics:
         self._publishes = 0
         self._send, self._receive = trio.open_memory_channel[tuple[int, float]](MAX_TIMING)
 
-    def on_publish(self, notification_id: str, event: str, text: str) -> None:
+    def on_publish(self, event: str, sent: Sent) -> None:
         """A hub observer: time one publish in :data:`SAMPLE_EVERY`."""
         self._publishes += 1
         if self._publishes % SAMPLE_EVERY:

@@ -48,10 +48,12 @@ def sse_event(text: str) -> bytes:
 class Payload:
     """JSON text plus its lazily built, cached wire forms."""
 
-    __slots__ = ("_frame", "_line", "_sse", "text")
+    __slots__ = ("_frame", "_line", "_sse", "offset", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, offset: int = 0) -> None:
         self.text = text
+        #: The notification's offset in the log (0: not a notification).
+        self.offset = offset
         self._line: bytes | None = None
         self._frame: bytes | None = None
         self._sse: bytes | None = None

@@ -99,7 +99,8 @@ class Publisher:
     def publish(
         self, event: str, data: Any = None, /, *, message: str | None = None, **fields: Any
     ) -> Published:
-        """Publish ``event``; return the server's acknowledgement.
+        """Publish ``event``; return the server's acknowledgement (its
+        ``offset`` is the notification's place in the log).
 
         Subscribers receive ``fields`` at the top level of the notification,
         as a seed-form producer sends them: ``publish("furniture_created",

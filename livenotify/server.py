@@ -18,9 +18,10 @@ import trio
 from . import protocol, tls
 from .access import Authority, Grant
 from .admission import Admission
+from .backplane import LocalBackplane
 from .config import Config
 from .console import Console
-from .history import EmbeddedLog, HistoryBusy
+from .history import EmbeddedLog
 from .hub import Hub
 from .listeners import (
     AcceptLoop,
@@ -182,24 +183,15 @@ class Server:
         storage = StorageBridge(self.config)
         await root.start(storage.run)
         self.storage = storage
+        # The log takes every publish before it is delivered (its offset),
+        # and its storage write feeds the e-mail outbox.
         self.history = EmbeddedLog(self.config, storage)
-        self.hub.add_observer(self._on_publish)
+        self.hub.use(LocalBackplane(self.history))
         self.hub.add_observer(self.metrics.on_publish)
+        await root.start(self.hub.run_backplane)
         await root.start(self.metrics.run)
         self.mail = await start_mail(root, self.config, storage)
         self.optin.sender = self.mail.dispatcher.submit_confirmation
-
-    def _on_publish(self, notification_id: str, event: str, text: str) -> None:
-        # The notification log feeds the e-mail outbox; a full storage
-        # backlog must not stop live delivery, so it is logged and counted.
-        # (Until the hub takes positions from the log before encoding, the
-        # text does not carry its offset; the log and outbox still get it.)
-        if self.history is None:
-            return
-        try:
-            self.history.append(notification_id, event, lambda _position: text)
-        except HistoryBusy:
-            log.warning("storage busy: notification %s not logged for e-mail", notification_id)
 
     async def _accept(
         self,
@@ -363,21 +355,22 @@ class Server:
             self.admission.refusing -= 1
 
     async def _start_ws_session(
-        self, transport: WsTransport, events: tuple[str, ...], grant: Grant
+        self, transport: WsTransport, events: tuple[str, ...], grant: Grant, since: str | None
     ) -> None:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat,
-            access=self.access, grant=grant, optin=self.optin,
+            access=self.access, grant=grant, optin=self.optin, initial_since=since,
         )  # fmt: skip
         await self._serve_session(session)
 
     async def start_session(
-        self, transport: Transport, events: tuple[str, ...], grant: Grant
+        self, transport: Transport, events: tuple[str, ...], grant: Grant, since: str | None
     ) -> None:
-        """Serve a front-door stream (SSE) as a session subscribed to ``events``."""
+        """Serve a front-door stream (SSE) as a session subscribed to
+        ``events``, replaying from ``since`` first when given."""
         session = Session(
             self.hub, self.config, transport, self.storage, events,
-            heartbeat=self.sse_heartbeat, access=self.access, grant=grant,
+            heartbeat=self.sse_heartbeat, access=self.access, grant=grant, initial_since=since,
         )  # fmt: skip
         await self._serve_session(session)
 

@@ -24,6 +24,7 @@ import trio
 from . import protocol, reasons
 from .access import ANONYMOUS, Authority, Grant, seconds_left
 from .config import Config
+from .history import Position, Since
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .optin import OptIn
@@ -47,6 +48,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .ratelimit import TokenBucket
+from .recovery import Answer, Replayer, publish, save_position, since_now
 from .replies import Replies, unknown_events
 from .storage import StorageBridge, StorageBusy
 from .transports import Transport, TransportClosed
@@ -67,8 +69,9 @@ class Session:
     # Slots: one instance per connection (see BENCHMARKS.md, idle memory).
     __slots__ = (
         "_bucket", "_emails", "_end_reason", "_expires_at", "_expiry_watched", "_explicit",
-        "_grant", "_initial_events", "_killed", "_nursery", "_optin", "_probe", "_reader_scope",
-        "_replies", "_writer_done", "access", "config", "hub", "storage", "sub", "transport",
+        "_grant", "_initial_events", "_initial_since", "_killed", "_nursery", "_optin", "_probe",
+        "_reader_scope", "_replayer", "_replies", "_writer_done", "access", "config", "hub",
+        "storage", "sub", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -83,6 +86,7 @@ class Session:
         access: Authority | None = None,
         grant: Grant = ANONYMOUS,
         optin: OptIn | None = None,
+        initial_since: str | None = None,
     ) -> None:
         self.hub = hub
         #: Token checks; the connection's grant (from the WebSocket upgrade
@@ -99,6 +103,8 @@ class Session:
         #: registered (``--max-registrations``).
         self._optin = optin
         self._emails: set[str] = set()
+        #: A WebSocket URL's ``since``: the initial events are replayed from it.
+        self._initial_since = initial_since
         #: The connection's nursery while it runs; cancelling it ends everything.
         self._nursery: trio.Nursery | None = None
         self._killed = False
@@ -112,6 +118,8 @@ class Session:
         #: by it when it ends.
         self._writer_done: trio.Event | None = None
         self.sub: Subscriber = hub.attach(transport, self.kill)
+        #: The recovery under way, if any (see :mod:`livenotify.recovery`).
+        self._replayer: Replayer | None = None
         self.sub.outbox.on_queue = self._start_writer
         self._replies = Replies(self.sub, config.slow_policy, self.kill)
         #: Its place in the heartbeat schedule (transports that answer pings).
@@ -177,6 +185,9 @@ class Session:
             why = reasons.lookup(reason)
             if self._probe is not None:
                 Heartbeat.unwatch(self._probe)
+            if sub.email is not None and self.storage is not None:
+                floor = self._replayer.floor if self._replayer is not None else 0
+                save_position(self.hub, sub, self.storage, floor)
             self.hub.detach(sub, reason)
             with trio.CancelScope(shield=True):
                 try:
@@ -191,13 +202,19 @@ class Session:
             )  # fmt: skip
 
     async def _start(self) -> None:
-        await self._send(protocol.Welcome(self.hub.catalog))
+        await self._send(protocol.Welcome(self.hub.catalog, str(self.hub.position)))
         if self._initial_events:
             unknown = self.hub.unknown(self._initial_events)
             known = [e for e in self._initial_events if e not in unknown]
             # A private event in ?events= needs the upgrade's token.
             refused = [e for e in known if not self._may_subscribe(e)]
-            self.hub.subscribe(self.sub, [e for e in known if e not in refused])
+            allowed = [e for e in known if e not in refused]
+            since = None
+            if self._initial_since is not None:
+                try:
+                    since = since_now(protocol.check_since(self._initial_since))
+                except ProtocolError as exc:
+                    await self._replies.refuse(exc)
             if unknown:
                 await self._replies.refuse(unknown_events(unknown, self.hub.catalog))
             if refused:
@@ -205,6 +222,10 @@ class Session:
                     self.access.check_subscribe(refused, self._grant)
                 except ProtocolError as exc:
                     await self._replies.refuse(exc)
+            if since is None:
+                self.hub.subscribe(self.sub, allowed)
+            else:
+                await self._subscribe_since(allowed, since)
 
     def _start_writer(self) -> None:
         """The outbox got its first item: from now on a writer task drains it."""
@@ -304,15 +325,16 @@ class Session:
         """Act on one message; True means the client asked to leave."""
         hub, sub = self.hub, self.sub
         match msg:
-            case Register(email):
-                await self._register(email)
+            case Register(email, resume):
+                await self._register(email, resume)
             case Confirm(code):
                 await self._confirm(code)
-            case Subscribe(events):
+            case Subscribe(events, since_text):
                 self._check_known(events)
                 # All or nothing: a private event without a grant subscribes
                 # to none of them.
                 self.access.check_subscribe(events, self._grant)
+                since = None if since_text is None else since_now(since_text)
                 total = len(sub.events | set(events))
                 if total > self.config.limits.max_subscriptions:
                     raise ProtocolError(
@@ -321,9 +343,12 @@ class Session:
                     )
                 if sub.email and self.storage is not None:
                     await self._store(self.storage.subscribe, sub.email, list(events))
-                hub.subscribe(sub, events)
                 self._explicit.update(events)
-                await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
+                if since is not None:
+                    await self._subscribe_since(events, since)
+                else:
+                    hub.subscribe(sub, events)
+                    await self._send(protocol.Subscribed(tuple(sorted(sub.events))))
             case Unsubscribe(events):
                 if sub.email and self.storage is not None:
                     await self._store(self.storage.unsubscribe, sub.email, list(events))
@@ -343,8 +368,8 @@ class Session:
                 self.access.check_publish(event, self._grant, token)
                 # Refusals before it are answered before its notification.
                 await self._replies.accepted()
-                notification_id, delivered = hub.publish(event, fields)
-                await self._send(protocol.Published(event, notification_id, delivered))
+                sent = await publish(hub, event, fields)
+                await self._send(protocol.Published(event, sent.id, sent.delivered, sent.offset))
             case SeedEvent(event, fields, token):
                 self.access.check_publish(event, self._grant, token)
                 body: dict[str, Any] = {k: v for k, v in fields.items() if k != "type"}
@@ -352,7 +377,7 @@ class Session:
                     body.pop("token", None)  # never leak the secret to subscribers
                 await self._replies.accepted()
                 # Seed form relays to the *other* clients, as the seed server did.
-                hub.publish(event, body, exclude=sub)
+                await publish(hub, event, body, exclude=sub)
             case HelpRequest():
                 await self._send(protocol.HelpReply(protocol.COMMAND_USAGE))
             case Auth(token):
@@ -369,17 +394,42 @@ class Session:
                 return True
         return False
 
-    async def _register(self, email: str) -> None:
+    # -- history ----------------------------------------------------------------
+
+    async def _subscribe_since(self, events: Sequence[str], since: Since) -> None:
+        """Subscribe, then replay what ``events`` missed after ``since``."""
+        sub = self.sub
+
+        async def answer(recovery: protocol.Recovery, position: str) -> None:
+            reply = protocol.Subscribed(tuple(sorted(sub.events)), recovery, position)
+            await self._send(reply)
+
+        await self._recover(events, since, answer)
+
+    async def _recover(self, events: Sequence[str], since: Since | None, answer: Answer) -> None:
+        sub = self.sub
+        self.hub.begin_recovery(sub)  # before subscribing: no live one slips past
+        self.hub.subscribe(sub, events)
+        self._replayer = Replayer(self.hub, sub)
+        try:
+            await self._replayer.run(since, events, answer)
+        finally:
+            self._replayer = None
+
+    async def _register(self, email: str, resume: bool = False) -> None:
         sub = self.sub
         stored: list[str] = []
         self._admit(email)
         confirmed = self._optin is None or not self._optin.enabled
         code = None
+        saved: tuple[str, int] | None = None
         if self.storage is not None:
             try:
                 stored = await self.storage.subscriptions_of(email)
                 if self._optin is not None:
                     confirmed, code = await self._optin.state_of(self.storage, email)
+                if resume:
+                    saved = await self.storage.position_of(email)
             except StorageBusy:
                 raise _storage_busy() from None
             explicit = sorted(self._explicit)
@@ -398,12 +448,22 @@ class Session:
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
         restored = [e for e in stored if self.hub.is_known(e)]
-        self.hub.subscribe(sub, restored)
         self._explicit.update(restored)
         log.info(
-            "register #%d %s restored=%d confirmed=%s", sub.id, email, len(restored), confirmed
-        )
-        await self._send(protocol.Registered(email, tuple(sorted(self._explicit)), confirmed))
+            "register #%d %s restored=%d confirmed=%s resume=%s",
+            sub.id, email, len(restored), confirmed, resume,
+        )  # fmt: skip
+        registered = tuple(sorted(self._explicit))
+        if not resume:
+            self.hub.subscribe(sub, restored)
+            await self._send(protocol.Registered(email, registered, confirmed))
+            return
+        since = None if saved is None else Since(position=Position(*saved))
+
+        async def answer(recovery: protocol.Recovery, _position: str) -> None:
+            await self._send(protocol.Registered(email, registered, confirmed, recovery))
+
+        await self._recover(sorted(self._explicit), since, answer)
 
     def _admit(self, email: str) -> None:
         """The registration limits: per connection, then per client."""

@@ -82,9 +82,18 @@ class MarkQueued(NamedTuple):
     at: str
 
 
+class PositionWrite(NamedTuple):
+    """Where ``email``'s last connection ended in the notification log:
+    every notification up to ``offset`` (in ``epoch``) was written to it."""
+
+    email: str
+    epoch: str
+    offset: int
+
+
 Write = (
     RegisterWrite | SubscribeWrite | UnsubscribeWrite | LogNotification | MarkQueued
-    | SetConfirmation | ConfirmWrite
+    | SetConfirmation | ConfirmWrite | PositionWrite
 )  # fmt: skip
 
 #: On the wire a write is a plain tuple ``(tag, *fields)``: pickling a
@@ -98,6 +107,7 @@ KINDS: tuple[type[Write], ...] = (
     MarkQueued,
     SetConfirmation,
     ConfirmWrite,
+    PositionWrite,
 )
 _TAGS: dict[type[Write], int] = {kind: tag for tag, kind in enumerate(KINDS)}
 
@@ -196,6 +206,11 @@ def apply(conn: Connection, write: Write) -> int:
                 return 0  # a replay: its outbox rows exist already
             cur = conn.execute(_OUTBOX_FANOUT, (nid, at, to_sql(event), ALL_EVENTS))
             return max(cur.rowcount, 0)
+        case PositionWrite(email, epoch, offset):
+            conn.execute(
+                "UPDATE subscribers SET last_epoch = ?, last_offset = ? WHERE email = ?",
+                (epoch, offset, to_sql(email)),
+            )
         case MarkQueued(outbox_ids, at):
             conn.executemany(
                 "UPDATE outbox SET state = 'queued', queued_at = ?"

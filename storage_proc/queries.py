@@ -62,12 +62,23 @@ def confirmation(conn: Connection, code: str) -> list[str] | None:
     return [from_sql(row[0]), str(row[1])]
 
 
+def position(conn: Connection, email: str) -> tuple[str, int] | None:
+    """(epoch, offset) where ``email``'s last connection ended; None if unknown."""
+    row = conn.execute(
+        "SELECT last_epoch, last_offset FROM subscribers WHERE email = ?", (to_sql(email),)
+    ).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return str(row[0]), int(row[1])
+
+
 QUERIES: Final[dict[str, Callable[..., Any]]] = {
     "subscriptions": subscriptions,
     "pending_mail": pending_mail,
     "history": history_rows,
     "subscriber": subscriber,
     "confirmation": confirmation,
+    "position": position,
 }
 
 

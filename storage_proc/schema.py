@@ -24,6 +24,9 @@ Version history:
    before this step count as confirmed, as they were mailed already),
    ``confirm_code`` (unique while set), ``code_expires`` and ``code_sent``
    (when the last confirmation mail was handed over).
+6. Resume positions: ``subscribers`` gains ``last_epoch`` and
+   ``last_offset``, where the e-mail's last connection ended in the log
+   (``register`` with ``resume``).
 
 Times are ISO 8601 UTC text with milliseconds (``2024-01-15T14:30:00.000Z``),
 readable in the ``sqlite3`` shell and ordered as text.
@@ -103,6 +106,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE UNIQUE INDEX subscribers_by_code ON subscribers (confirm_code)
         WHERE confirm_code IS NOT NULL;
     """,
+    # 6: where each e-mail's last connection ended (``register`` with resume)
+    """
+    ALTER TABLE subscribers ADD COLUMN last_epoch TEXT;
+    ALTER TABLE subscribers ADD COLUMN last_offset BIGINT;
+    """,
 )
 
 #: The same steps for PostgreSQL (identity columns for SQLite's rowid keys).
@@ -139,8 +147,9 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     ),
     # 4
     MIGRATIONS[3].replace(") WITHOUT ROWID;", ");"),
-    # 5 (the same SQL: both speak it)
+    # 5 and 6 (the same SQL: both speak it)
     MIGRATIONS[4],
+    MIGRATIONS[5],
 )
 
 #: The version this code writes; a database above it is refused.

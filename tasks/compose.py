@@ -28,8 +28,9 @@ from typing import Any
 #: Subject length in characters; RFC 5322 recommends lines under 78, and a
 #: subject longer than this is unreadable in any mail client anyway.
 SUBJECT_MAX = 120
-#: Fields the server adds to every notification; shown in the footer.
-_META = ("type", "id", "timestamp")
+#: Fields the server adds to every notification: id and time go in the footer,
+#: the log position (offset, epoch) is bookkeeping, not content.
+_META = ("type", "id", "timestamp", "offset", "epoch")
 #: Unicode categories that must never reach a header: controls (CR, LF, NUL,
 #: ESC...) and the line/paragraph separators some clients treat as breaks.
 _BREAKING = frozenset(("Cc", "Zl", "Zp"))

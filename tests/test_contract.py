@@ -17,6 +17,7 @@ from tests.helpers import LineClient, ServerProcess, running_server
 
 CATALOG = ["furniture_created", "furniture_updated", "furniture_deleted"]
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+POSITION = re.compile(r"^[0-9a-f]{8}:\d+$")
 SEED_CREATED = {
     "type": "furniture_created",
     "furniture": {
@@ -47,13 +48,17 @@ def ws_recv(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
 def ws_client(server: ServerProcess, host: str = "127.0.0.1", query: str = "") -> ClientConnection:
     netloc = f"[{host}]" if ":" in host else host
     ws = connect(f"ws://{netloc}:{server.ws_port}/{query}", open_timeout=10, close_timeout=5)
-    assert ws_recv(ws) == {"type": "welcome", "events": CATALOG}
+    welcome = ws_recv(ws)
+    assert welcome["events"] == CATALOG and POSITION.match(welcome.pop("position"))
+    assert welcome == {"type": "welcome", "events": CATALOG}
     return ws
 
 
 def tcp_client(server: ServerProcess, host: str = "127.0.0.1") -> LineClient:
     client = LineClient(host, server.tcp_port)
-    assert client.recv() == {"type": "welcome", "events": CATALOG}
+    welcome = client.recv()
+    assert POSITION.match(welcome.pop("position"))
+    assert welcome == {"type": "welcome", "events": CATALOG}
     return client
 
 
@@ -143,12 +148,13 @@ def test_publish_reaches_both_transports(server: ServerProcess) -> None:
         publisher.send({"type": "publish", "event": "furniture_created", "data": {"n": 1}})
         ack = publisher.recv()
         assert ack["type"] == "published" and ack["event"] == "furniture_created"
-        assert ack["delivered"] >= 2
+        assert ack["delivered"] >= 2 and ack["offset"] >= 1
         got_tcp = tcp.recv()
         got_ws = ws_recv(ws_all)
         for got in (got_tcp, got_ws):
             assert got["type"] == "furniture_created" and got["data"] == {"n": 1}
             assert got["id"] == ack["id"] and TIMESTAMP.match(got["timestamp"])
+            assert got["offset"] == ack["offset"] and POSITION.match(f"{got['epoch']}:1")
         # A subscriber of another event gets nothing: the next thing it sees is its pong.
         sync(ws_other)
 
@@ -159,9 +165,10 @@ def test_seed_form_relayed_verbatim_to_others(server: ServerProcess) -> None:
         b.recv_type("subscribed")
         producer.send(json.dumps(SEED_CREATED))
         for got in (ws_recv(a), b.recv()):
-            # Every field unchanged; the server only adds id and timestamp.
+            # Every field unchanged; the server only adds id, timestamp and
+            # the notification's position.
             assert {k: got[k] for k in SEED_CREATED} == SEED_CREATED
-            assert set(got) - set(SEED_CREATED) == {"id", "timestamp"}
+            assert set(got) - set(SEED_CREATED) == {"id", "timestamp", "offset", "epoch"}
         # The producer is not echoed its own message.
         sync(producer)
 
@@ -263,7 +270,7 @@ def test_ipv4_address_listens_on_ipv4_only() -> None:
     with running_server("--events", "a,b") as srv:
         srv.wait_log(rf"listening tcp 127\.0\.0\.1:{srv.tcp_port}")
         with LineClient("127.0.0.1", srv.tcp_port) as c:
-            assert c.recv() == {"type": "welcome", "events": ["a", "b"]}
+            assert c.recv()["events"] == ["a", "b"]
         for port in (srv.tcp_port, srv.ws_port):
             with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
                 s.settimeout(5)

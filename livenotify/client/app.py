@@ -32,6 +32,7 @@ from ..protocol import (
     Goodbye,
     Notification,
     ProtocolError,
+    Recovery,
     Registered,
     ServerMessage,
     ServerPing,
@@ -155,6 +156,9 @@ class Client:
         self.catalog: tuple[str, ...] = ()
         self.subscribed: tuple[str, ...] = ()
         self.email: str | None = None
+        #: The last position heard (``E:N``: the first welcome's head, then
+        #: each notification's): a reconnection resumes from it.
+        self.position: str | None = None
         self.ui: Ui = ui if ui is not None else _default_ui(self)
         self._link: _Link | None = None  # set once ready for requests
         self._ready = trio.Event()
@@ -406,29 +410,38 @@ class Client:
         self.ui.set_connected(True)
 
     async def _restore(self, link: _Link) -> None:
-        """Register again and re-subscribe to what we had before the loss."""
+        """Re-subscribe to what we had before the loss, replaying what was
+        missed since the last position heard, then register again."""
         wanted = self.subscribed
-        restored: tuple[str, ...] = ()
+        catalog = set(self.catalog) | {"*"}
+        kept = [e for e in wanted if e in catalog]
+        gone = [e for e in wanted if e not in catalog]
+        recovery: Recovery | None = None
+        if kept:
+            # Subscribed first, with since: the register below then adds
+            # nothing twice (its stored events are live already).
+            request: dict[str, Any] = {"type": "subscribe", "events": kept}
+            if self.position is not None:
+                request["since"] = self.position
+            reply = await link.request(request)
+            if isinstance(reply, Error):
+                self.ui.warn(render.reply(reply) or "")
+            elif isinstance(reply, Subscribed):
+                recovery = reply.recovery
         if self.email is not None:
             reply = await link.request({"type": "register", "email": self.email})
             if not isinstance(reply, Registered):
                 # Not registered is not reconnected: retry with backoff.
                 why = reply.code if isinstance(reply, Error) else type(reply).__name__
                 raise ConnectionLost(f"could not register {self.email} again ({why})")
-            restored = reply.events
-        catalog = set(self.catalog) | {"*"}
-        missing = [e for e in wanted if e not in restored and e in catalog]
-        gone = [e for e in wanted if e not in catalog]
-        if missing:
-            reply = await link.request({"type": "subscribe", "events": missing})
-            if isinstance(reply, Error):
-                self.ui.warn(render.reply(reply) or "")
         link.quiet = False
         self.ui.note(
             f"reconnected to {link.conn.where}"
             + (f" as {self.email}" if self.email else "")
             + f"; subscribed to: {render.event_list(self.subscribed)}"
         )
+        if recovery is not None:
+            self.ui.note(render.recovery(recovery))
         if gone:
             self.ui.warn(f"no longer offered by the server: {render.event_list(gone)}")
 
@@ -482,7 +495,15 @@ class Client:
 
     def _track(self, msg: ServerMessage) -> None:
         match msg:
-            case Welcome(events) | EventsList(events):
+            case Notification(_, fields):
+                offset, epoch = fields.get("offset"), fields.get("epoch")
+                if isinstance(offset, int) and isinstance(epoch, str):
+                    self.position = f"{epoch}:{offset}"
+            case Welcome(events, position):
+                self.catalog = events
+                if self.position is None:
+                    self.position = position
+            case EventsList(events):
                 self.catalog = events
             case Registered(_, events) | Subscribed(events) | Unsubscribed(events):
                 self.subscribed = events

@@ -23,6 +23,7 @@ from ..protocol import (
     Notification,
     PongReply,
     Published,
+    Recovery,
     Registered,
     ServerMessage,
     ServerPing,
@@ -36,7 +37,8 @@ __all__ = ["clean", "event_list", "local_time", "notification", "reply"]
 
 #: Fields every notification may carry that the header line already shows
 #: (``timestamp``) or that mean nothing to a reader (``id``).
-_HEADER_FIELDS = frozenset({"id", "timestamp"})
+#: Not shown as fields: the header shows the time; the rest is bookkeeping.
+_HEADER_FIELDS = frozenset({"id", "timestamp", "offset", "epoch"})
 #: Nesting shown as indented lines; anything deeper is printed as compact JSON
 #: so one odd payload cannot fill the screen with a staircase.
 MAX_DEPTH = 4
@@ -84,8 +86,9 @@ def reply(msg: ServerMessage) -> str | None:
             return f"pong {clean(ts)}"
         case ServerPing():
             return None
-        case Published(event, id_, delivered):
-            return f"published {clean(event)} id={clean(id_)} delivered={delivered}"
+        case Published(event, id_, delivered, offset):
+            at = "" if offset is None else f" offset={offset}"
+            return f"published {clean(event)} id={clean(id_)} delivered={delivered}{at}"
         case Dropped(count):
             return f"{count} notification(s) dropped: this client was reading too slowly"
         case Goodbye(reason):
@@ -102,6 +105,13 @@ def reply(msg: ServerMessage) -> str | None:
         case Notification():
             return notification(msg)
     return None  # pragma: no cover - every ServerMessage is matched above
+
+
+def recovery(result: Recovery) -> str:
+    """What a resume after a reconnection recovered, in words."""
+    if result.recovered:
+        return f"caught up: {result.replayed} missed notifications"
+    return "some notifications may be missing (history no longer reaches back)"
 
 
 def local_time(fields: Mapping[str, Any], now: datetime | None = None) -> str:

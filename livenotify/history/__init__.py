@@ -4,10 +4,12 @@
 - :mod:`.log`: the :class:`NotificationLog` interface, :class:`LogEntry`, :class:`Replay`.
 - :mod:`.embedded`: :class:`EmbeddedLog`, kept by the SQLite writer process
   with the recent tail in memory.
+- :mod:`.memory`: :class:`MemoryLog`, for a hub without storage.
 """
 
 from .embedded import EmbeddedLog
 from .log import HistoryBusy, LogEntry, NotificationLog, Replay
+from .memory import MemoryLog
 from .positions import ALL, InvalidPosition, Position, Since, parse_position, parse_since
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "HistoryBusy",
     "InvalidPosition",
     "LogEntry",
+    "MemoryLog",
     "NotificationLog",
     "Position",
     "Replay",

@@ -4,6 +4,6 @@ no transport."""
 
 from .delivery import Coalescer, Subscriber, Writer
 from .outbox import Outbox
-from .registry import Hub, HubStats, PublishObserver
+from .registry import Hub, HubStats
 
-__all__ = ["Coalescer", "Hub", "HubStats", "Outbox", "PublishObserver", "Subscriber", "Writer"]
+__all__ = ["Coalescer", "Hub", "HubStats", "Outbox", "Subscriber", "Writer"]

@@ -107,7 +107,7 @@ class Subscriber:
             self.pending_bytes = outbox.size_of(payload)
             coalescer.hold(self)
             return True
-        if self._write_now(self.frame(payload)):
+        if self._write_now(self.frame(payload), payload.offset):
             return True
         return outbox.offer(payload)
 
@@ -137,7 +137,7 @@ class Subscriber:
                     sent -= len(frames[whole])
                     whole += 1
                 if sent:
-                    outbox.tail(frames[whole][sent:])
+                    outbox.tail(frames[whole][sent:], items[whole].offset)
                     whole += 1
                 if whole < len(items):
                     outbox.extend(items[whole:])
@@ -151,7 +151,13 @@ class Subscriber:
         if not self._write_now(data):
             self.outbox.urgent(data)
 
-    def _write_now(self, data: bytes) -> bool:
+    def unsent_floor(self) -> int:
+        """The lowest log offset held, queued or being written (0: none)."""
+        floors = [p.offset for p in self.pending or () if p.offset]
+        floors.append(self.outbox.unsent_floor())
+        return min((f for f in floors if f), default=0)
+
+    def _write_now(self, data: bytes, offset: int = 0) -> bool:
         """Write ``data`` straight to the socket when nothing is queued or
         being written; True when it is on its way (all sent, or its unsent
         rest queued first). Raises ``trio.ClosedResourceError`` once closing."""
@@ -164,7 +170,7 @@ class Subscriber:
         if not sent:  # None: not writable now; 0: the kernel took nothing
             return False
         if sent < len(data):
-            outbox.tail(data[sent:])
+            outbox.tail(data[sent:], offset)
         return True
 
     def describe(self) -> str:

@@ -32,8 +32,8 @@ class Outbox:
     """
 
     __slots__ = (
-        "_bytes", "_closed", "_frame", "_items", "_not_empty", "_room", "_tail_first", "busy",
-        "max_bytes", "maxlen", "on_queue", "putting",
+        "_bytes", "_closed", "_frame", "_items", "_not_empty", "_room", "_tail_first",
+        "_tail_offset", "_taken_floor", "busy", "max_bytes", "maxlen", "on_queue", "putting",
     )  # fmt: skip
 
     def __init__(
@@ -52,6 +52,10 @@ class Outbox:
         self._closed = False
         #: ``_items[0]`` is the unsent rest of a partly written frame.
         self._tail_first = False
+        #: The log offset of the frame whose rest ``_items[0]`` is (0: none).
+        self._tail_offset = 0
+        #: The lowest log offset in the batch being written (0: none).
+        self._taken_floor = 0
         self.busy = False
         #: Replies waiting in :meth:`put` for room.
         self.putting = 0
@@ -106,14 +110,16 @@ class Outbox:
         self._queued()
         return True
 
-    def tail(self, rest: bytes) -> None:
+    def tail(self, rest: bytes, offset: int = 0) -> None:
         """Queue the unsent rest of a frame whose start was just written
-        directly (the queue is empty then). Raises when closed."""
+        directly (the queue is empty then); ``offset``: its notification's.
+        Raises when closed."""
         if self._closed:
             raise trio.ClosedResourceError
         self._items.append(rest)
         self._bytes += len(rest)
         self._tail_first = True
+        self._tail_offset = offset
         self._queued()
 
     def urgent(self, item: bytes) -> None:
@@ -167,8 +173,10 @@ class Outbox:
                 self._not_empty = trio.lowlevel.ParkingLot()
             await self._not_empty.park()
         items, self._items = self._items, []
+        self._taken_floor = self._floor(items)
         self._bytes = 0
         self._tail_first = False
+        self._tail_offset = 0
         self.busy = True
         if self._room is not None:
             self._room.unpark_all()
@@ -177,6 +185,19 @@ class Outbox:
     def done(self) -> None:
         """The batch from :meth:`take` is written."""
         self.busy = False
+        self._taken_floor = 0
+
+    def _floor(self, items: list[Payload | bytes]) -> int:
+        offsets = [i.offset for i in items if not isinstance(i, bytes) and i.offset]
+        if self._tail_first and self._tail_offset:
+            offsets.append(self._tail_offset)
+        return min(offsets, default=0)
+
+    def unsent_floor(self) -> int:
+        """The lowest log offset queued or being written and not known to be
+        written whole (0: none): where a resume must start again."""
+        floors = [f for f in (self._floor(self._items), self._taken_floor) if f]
+        return min(floors, default=0)
 
     def close(self) -> None:
         """No more items; the writer drains what is left, then stops."""

@@ -7,16 +7,17 @@ bounded queue drained by that connection's single writer task.
 client. A full queue applies the slow-consumer policy to that subscriber
 alone (see :class:`~livenotify.config.SlowPolicy`).
 
-Publishing is two steps so that a cross-server backplane can sit between
-them: :meth:`Hub.publish` builds the notification, tells the observers
-(storage, e-mail) and calls :meth:`Hub.deliver`, which only fans out locally.
+Publishing goes through the backplane (:mod:`livenotify.backplane`):
+:meth:`Hub.publish` asks it for the notification's offset (the log refuses
+it when full: nothing is delivered), and the backplane calls
+:meth:`Hub.deliver_entry`, which only fans out locally. While a subscriber
+recovers history, its deliveries are buffered (:meth:`Hub.begin_recovery`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,15 +26,18 @@ from typing import Any
 import trio
 
 from .. import protocol
+from ..backplane import Backplane, LocalBackplane, Sent
 from ..config import Config, SlowPolicy
+from ..history import LogEntry, MemoryLog, Position
 from ..payload import Payload
 from .delivery import Coalescer, Subscriber, Writer
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-#: Called with (notification id, event, JSON text) for every publish.
-PublishObserver = Callable[[str, str, str], None]
+
+#: ``observer(event, sent)``, called after every publish this process made.
+PublishObserver = Callable[[str, Sent], None]
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Hub:
         self._by_event: dict[str, set[Subscriber]] = {}
         self.connections: dict[int, Subscriber] = {}
         self.stats = HubStats()
+        #: Called with every publish this process made (``/metrics`` times some).
         self._observers: list[PublishObserver] = []
         #: Events only granted connections receive, through ``*`` too
         #: (``--private-events``); and, per connection whose token grants
@@ -70,6 +75,11 @@ class Hub:
         self._readers: dict[Subscriber, Callable[[str], bool]] = {}
         self._ids = itertools.count(1)
         self.coalescer = Coalescer()
+        #: Subscribers recovering history, and the live deliveries buffered
+        #: for each meanwhile (see :meth:`begin_recovery`).
+        self._recovering: dict[Subscriber, list[Payload]] = {}
+        #: In memory until the server gives it its own (:meth:`use`).
+        self.backplane: Backplane = LocalBackplane(MemoryLog(), self.deliver_entry)
 
     # -- connections ---------------------------------------------------------
 
@@ -87,6 +97,7 @@ class Hub:
     def detach(self, sub: Subscriber, reason: str) -> None:
         """Forget a connection: every subscription goes with it."""
         sub.pending = None
+        self._recovering.pop(sub, None)
         for event in sub.events:
             subs = self._by_event.get(event)
             if subs is not None:
@@ -138,37 +149,70 @@ class Hub:
 
     # -- publishing ----------------------------------------------------------
 
+    def use(self, backplane: Backplane) -> None:
+        """Publish through ``backplane`` from now on (the server's, once
+        storage runs); then :meth:`run_backplane` it."""
+        self.backplane = backplane
+
+    async def run_backplane(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the backplane, delivering what it orders to local subscribers."""
+        await self.backplane.run(self.deliver_entry, task_status=task_status)
+
+    @property
+    def position(self) -> Position:
+        """The log's head (the welcome's ``position``)."""
+        return self.backplane.position
+
     def add_observer(self, observer: PublishObserver) -> None:
-        """Call ``observer(id, event, text)`` after every publish."""
+        """Call ``observer(event, sent)`` after every publish this process makes."""
         self._observers.append(observer)
 
-    def publish(
+    async def publish(
         self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
-    ) -> tuple[str, int]:
-        """Publish a notification; return its id and how many got it queued.
+    ) -> Sent:
+        """Publish a notification: it takes the next offset and is delivered.
 
-        Never awaits: safe to call from anywhere on the Trio thread.
+        Raises HistoryBusy / BackendUnavailable when the log refuses it
+        (nothing is delivered then). The local backplane never yields here.
         """
-        notification_id = uuid.uuid4().hex
-        obj = protocol.notification(event, fields, notification_id, protocol.timestamp())
-        payload = Payload(protocol.encode(obj))
-        delivered = self.deliver(event, payload, exclude=exclude)
+        sent = await self.backplane.publish(event, fields, exclude=exclude)
+        self._published(event, sent)
+        return sent
+
+    def publish_nowait(
+        self, event: str, fields: Mapping[str, Any], *, exclude: Subscriber | None = None
+    ) -> Sent:
+        """:meth:`publish` for sync callers; only with a local backplane."""
+        backplane = self.backplane
+        if not isinstance(backplane, LocalBackplane):
+            raise TypeError("publish_nowait needs the local backplane")
+        sent = backplane.publish_nowait(event, fields, exclude=exclude)
+        self._published(event, sent)
+        return sent
+
+    def _published(self, event: str, sent: Sent) -> None:
         self.stats.published += 1
         for observer in self._observers:
-            observer(notification_id, event, payload.text)
-        log.info("publish %s id=%s delivered=%d", event, notification_id, delivered)
-        return notification_id, delivered
+            observer(event, sent)
+        log.info(
+            "publish %s id=%s offset=%d delivered=%d", event, sent.id, sent.offset, sent.delivered
+        )
+
+    def deliver_entry(self, entry: LogEntry, payload: Payload, exclude: object | None) -> int:
+        """The backplane's :data:`~livenotify.backplane.Deliver`."""
+        payload.offset = entry.offset
+        return self.deliver(
+            entry.event, payload, exclude=exclude if isinstance(exclude, Subscriber) else None
+        )
 
     def deliver(self, event: str, payload: Payload, *, exclude: Subscriber | None = None) -> int:
         """Queue ``payload`` for every local subscriber of ``event`` or ``*``."""
+        if self._recovering:
+            return self._deliver_recovering(event, payload, exclude)
         delivered = 0
-        everyone: Iterable[Subscriber] = self._by_event.get(protocol.ALL_EVENTS, ())
-        if everyone and event in self.private:
-            # "*" never includes a private event the connection was not
-            # granted; public events (the hot path) skip this test.
-            readers = self._readers
-            everyone = [s for s in everyone if (r := readers.get(s)) is not None and r(event)]
-        for sub in everyone:
+        for sub in self._everyone(event):
             if sub is not exclude:
                 delivered += self._offer(sub, payload)
         for sub in self._by_event.get(event, ()):
@@ -192,6 +236,71 @@ class Hub:
         self.coalescer.touch()
         return delivered
 
+    def _everyone(self, event: str) -> Iterable[Subscriber]:
+        """The subscribers of ``*`` that get ``event``."""
+        everyone: Iterable[Subscriber] = self._by_event.get(protocol.ALL_EVENTS, ())
+        if everyone and event in self.private:
+            # "*" never includes a private event the connection was not
+            # granted; public events (the hot path) skip this test.
+            readers = self._readers
+            everyone = [s for s in everyone if (r := readers.get(s)) is not None and r(event)]
+        return everyone
+
+    def _deliver_recovering(self, event: str, payload: Payload, exclude: Subscriber | None) -> int:
+        """:meth:`deliver` while some subscriber recovers (rare: kept off the
+        fast path). A recovering subscriber's deliveries are buffered."""
+        recovering = self._recovering
+        delivered = 0
+        targets = [s for s in self._everyone(event) if s is not exclude]
+        targets += [
+            s
+            for s in self._by_event.get(event, ())
+            if s is not exclude and protocol.ALL_EVENTS not in s.events
+        ]
+        for sub in targets:
+            buffer = recovering.get(sub)
+            if buffer is None:
+                delivered += self._offer(sub, payload)
+            elif len(buffer) < self.config.queue_size:
+                buffer.append(payload)
+                delivered += 1
+            else:
+                self._refused(sub)
+        self.stats.messages_out += delivered
+        self.coalescer.touch()
+        return delivered
+
+    # -- recovery --------------------------------------------------------------
+
+    def begin_recovery(self, sub: Subscriber) -> None:
+        """Buffer ``sub``'s deliveries (bounded by the queue size; overflow is
+        the slow-consumer policy) until :meth:`end_recovery`."""
+        self._recovering.setdefault(sub, [])
+
+    def take_buffered(self, sub: Subscriber) -> list[Payload]:
+        """The deliveries buffered for ``sub`` so far, oldest first; it stays
+        recovering."""
+        buffer = self._recovering.get(sub)
+        if not buffer:
+            return []
+        self._recovering[sub] = []
+        return buffer
+
+    def buffered_floor(self, sub: Subscriber) -> int:
+        """The lowest offset buffered for a recovering ``sub`` (0: none)."""
+        return min((p.offset for p in self._recovering.get(sub, ())), default=0)
+
+    def end_recovery(self, sub: Subscriber) -> list[Payload]:
+        """Deliver to ``sub`` directly again; what was still buffered."""
+        return self._recovering.pop(sub, [])
+
+    def _refused(self, sub: Subscriber) -> None:
+        self.stats.dropped += 1
+        if self.config.slow_policy is SlowPolicy.DROP:
+            sub.dropped += 1
+        else:
+            sub.kill(protocol.SLOW_CONSUMER)
+
     def _offer(self, sub: Subscriber, payload: Payload) -> int:
         try:
             accepted = sub.push(payload)
@@ -199,11 +308,7 @@ class Hub:
             # The connection is on its way out; its cleanup will detach it.
             return 0
         if not accepted:
-            self.stats.dropped += 1
-            if self.config.slow_policy is SlowPolicy.DROP:
-                sub.dropped += 1
-            else:
-                sub.kill(protocol.SLOW_CONSUMER)
+            self._refused(sub)
             return 0
         sub.delivered += 1
         return 1

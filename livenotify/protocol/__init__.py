@@ -15,6 +15,9 @@ about sockets, Trio or time beyond formatting a timestamp: that is what lets
   :func:`notification`, :func:`timestamp`.
 - :mod:`.lines`: :class:`LineDecoder` splits a TCP byte stream into bounded
   UTF-8 lines.
+- :mod:`.positions`: log positions ``E:N`` and the ``since`` forms
+  (durations, RFC 3339, ``all``); :class:`InvalidPosition` is
+  ``invalid_position``.
 """
 
 from __future__ import annotations
@@ -41,11 +44,14 @@ from .client import (
     check_code,
     check_email,
     check_event_name,
+    check_since,
     decode_client,
     decode_command,
 )
 from .errors import (
+    BACKEND_UNAVAILABLE,
     BINARY_FRAME,
+    BUSY,
     ERROR_CODES,
     FORBIDDEN,
     IDLE_TIMEOUT,
@@ -54,6 +60,7 @@ from .errors import (
     INVALID_EVENT,
     INVALID_JSON,
     INVALID_MESSAGE,
+    INVALID_POSITION,
     INVALID_UTF8,
     JSON_TOO_DEEP,
     MESSAGE_TOO_LARGE,
@@ -91,6 +98,7 @@ from .server import (
     Notification,
     PongReply,
     Published,
+    Recovery,
     Registered,
     ServerMessage,
     ServerPing,
@@ -107,7 +115,9 @@ from .server import (
 
 __all__ = [
     "ALL_EVENTS",
+    "BACKEND_UNAVAILABLE",
     "BINARY_FRAME",
+    "BUSY",
     "COMMAND_USAGE",
     "ERROR_CODES",
     "FORBIDDEN",
@@ -117,6 +127,7 @@ __all__ = [
     "INVALID_EVENT",
     "INVALID_JSON",
     "INVALID_MESSAGE",
+    "INVALID_POSITION",
     "INVALID_UTF8",
     "JSON_TOO_DEEP",
     "MESSAGE_TOO_LARGE",
@@ -157,6 +168,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "Published",
+    "Recovery",
     "Register",
     "Registered",
     "SeedEvent",
@@ -173,6 +185,7 @@ __all__ = [
     "check_code",
     "check_email",
     "check_event_name",
+    "check_since",
     "decode_client",
     "decode_command",
     "decode_server",

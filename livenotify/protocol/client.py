@@ -18,6 +18,7 @@ from .errors import (
     INVALID_EMAIL,
     INVALID_EVENT,
     INVALID_MESSAGE,
+    INVALID_POSITION,
     NUL_BYTE,
     TOO_MANY_EVENTS,
     UNKNOWN_COMMAND,
@@ -25,6 +26,7 @@ from .errors import (
     ProtocolError,
 )
 from .jsontext import load_object
+from .positions import InvalidPosition, parse_position, parse_since
 
 #: Subscribing to this name means every event.
 ALL_EVENTS: Final = "*"
@@ -44,6 +46,8 @@ _CONTROL_TYPES: Final = frozenset(
 @dataclass(frozen=True, slots=True)
 class Register:
     email: str
+    #: Replay what this e-mail's subscriptions missed since its last connection.
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,10 @@ class Confirm:
 @dataclass(frozen=True, slots=True)
 class Subscribe:
     events: tuple[str, ...]
+    #: Replay from here first (a checked ``since`` form; a position object
+    #: is given as its text ``E:N``). Durations count back from when the
+    #: server acts on it.
+    since: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +241,30 @@ def _publish_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def check_since(value: object) -> str:
+    """A ``since`` value in text form, or ``invalid_position``."""
+    try:
+        if isinstance(value, dict):
+            return str(parse_position(value))
+        parse_since(value, 0.0)
+    except InvalidPosition as exc:
+        raise ProtocolError(INVALID_POSITION, str(exc)) from None
+    assert isinstance(value, str)
+    return value
+
+
+def _since(obj: Mapping[str, Any]) -> str | None:
+    value = obj.get("since")
+    return None if value is None else check_since(value)
+
+
+def _resume(obj: Mapping[str, Any]) -> bool:
+    value = obj.get("resume", False)
+    if not isinstance(value, bool):
+        raise ProtocolError(INVALID_MESSAGE, '"resume" must be true or false')
+    return value
+
+
 def _token(obj: Mapping[str, Any]) -> str | None:
     token = obj.get("token")
     if token is not None and not isinstance(token, str):
@@ -255,11 +287,11 @@ def decode_client(text: str, catalog: Iterable[str], limits: Limits) -> ClientMe
             return SeedEvent(kind, obj, _token(obj))
         raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
     if kind == "register":
-        return Register(check_email(obj.get("email"), limits))
+        return Register(check_email(obj.get("email"), limits), _resume(obj))
     if kind == "confirm":
         return Confirm(check_code(obj.get("code")))
     if kind == "subscribe":
-        return Subscribe(_event_list(obj.get("events"), limits))
+        return Subscribe(_event_list(obj.get("events"), limits), _since(obj))
     if kind == "unsubscribe":
         return Unsubscribe(_event_list(obj.get("events"), limits))
     if kind == "events":
@@ -291,7 +323,8 @@ _COMMANDS: Final = ("register", "confirm", "subscribe", "unsubscribe", "events",
 #: What ``help`` answers: each human command with its arguments. JSON objects
 #: (``{"type":"subscribe",...}``) work too; see docs/protocol.md.
 COMMAND_USAGE: Final = (
-    "register <email>", "confirm <code>", "subscribe <event>...", "unsubscribe <event>...",
+    "register <email> [resume]", "confirm <code>",
+    "subscribe <event>... [since <position|10m|time|all>]", "unsubscribe <event>...",
     "events", "subscriptions", "ping", "auth <token>", "help", "exit",
 )  # fmt: skip
 
@@ -305,18 +338,23 @@ def decode_command(line: str, limits: Limits) -> ClientMessage:
         raise ProtocolError(UNKNOWN_COMMAND, "empty command")
     verb, args = words[0].lower(), words[1:]
     if verb == "register":
-        if len(args) != 1:
-            raise ProtocolError(INVALID_EMAIL, "usage: register <email>")
-        return Register(check_email(args[0], limits))
+        resume = len(args) == 2 and args[1].lower() == "resume"
+        if len(args) != 1 and not resume:
+            raise ProtocolError(INVALID_EMAIL, "usage: register <email> [resume]")
+        return Register(check_email(args[0], limits), resume)
     if verb == "confirm":
         if len(args) != 1:
             raise ProtocolError(INVALID_CODE, "usage: confirm <code>")
         return Confirm(check_code(args[0]))
     if verb in ("subscribe", "unsubscribe"):
+        since = None
+        if verb == "subscribe" and len(args) >= 2 and args[-2].lower() == "since":
+            since = check_since(args[-1])
+            args = args[:-2]
         if not args:
             raise ProtocolError(INVALID_MESSAGE, f"usage: {verb} <event>...")
         events = _event_list(args, limits)
-        return Subscribe(events) if verb == "subscribe" else Unsubscribe(events)
+        return Subscribe(events, since) if verb == "subscribe" else Unsubscribe(events)
     if verb == "auth":
         if len(args) != 1:
             raise ProtocolError(INVALID_MESSAGE, "usage: auth <token>")

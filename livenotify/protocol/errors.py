@@ -42,6 +42,12 @@ TOO_MANY_REGISTRATIONS: Final = "too_many_registrations"
 TOKEN_EXPIRED: Final = "token_expired"
 #: Plain text on a port that speaks TLS.
 TLS_REQUIRED: Final = "tls_required"
+#: The notification log cannot take a publish now (storage backlog full).
+BUSY: Final = "busy"
+#: The shared log (Redis) cannot be reached: the publish is refused.
+BACKEND_UNAVAILABLE: Final = "backend_unavailable"
+#: A malformed ``since`` (position, duration, timestamp or ``all``).
+INVALID_POSITION: Final = "invalid_position"
 
 #: Every code the server may put in an error reply or close reason.
 ERROR_CODES: Final = frozenset(
@@ -51,6 +57,7 @@ ERROR_CODES: Final = frozenset(
         TOO_MANY_SUBSCRIPTIONS, INVALID_UTF8, NUL_BYTE, BINARY_FRAME, FORBIDDEN,
         RATE_LIMITED, SLOW_CONSUMER, STORAGE_BUSY, TOO_MANY_CONNECTIONS, IDLE_TIMEOUT,
         SHUTTING_DOWN, INVALID_CODE, TOO_MANY_REGISTRATIONS, TOKEN_EXPIRED, TLS_REQUIRED,
+        BUSY, BACKEND_UNAVAILABLE, INVALID_POSITION,
     }
 )  # fmt: skip
 

@@ -18,6 +18,17 @@ from .jsontext import load_object
 @dataclass(frozen=True, slots=True)
 class Welcome:
     events: tuple[str, ...]
+    #: The log's head, ``E:N`` (None: a server without positions).
+    position: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """How a ``since`` / ``resume`` went: ``recovered`` is true only when
+    the ``replayed`` notifications that follow are every one missed."""
+
+    recovered: bool
+    replayed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,8 @@ class Registered:
     #: False until the address's owner confirmed it (double opt-in); only
     #: confirmed addresses get notification mails.
     confirmed: bool = True
+    #: Only when ``resume`` was asked.
+    recovery: Recovery | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +52,10 @@ class Confirmed:
 @dataclass(frozen=True, slots=True)
 class Subscribed:
     events: tuple[str, ...]
+    #: Only when ``since`` was given.
+    recovery: Recovery | None = None
+    #: The head when the replay was read (with ``recovery``).
+    position: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +95,8 @@ class Published:
     event: str
     id: str
     delivered: int
+    #: Its place in the log (None from a server without positions).
+    offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +145,20 @@ def encode(obj: Mapping[str, Any]) -> str:
 def encode_server(msg: ServerMessage) -> str:
     """The wire text of a server message."""
     match msg:
-        case Welcome(events):
-            return encode({"type": "welcome", "events": list(events)})
-        case Registered(email, events, confirmed):
-            return encode(
-                {"type": "registered", "email": email, "events": list(events),
-                 "confirmed": confirmed}
-            )  # fmt: skip
+        case Welcome(events, position):
+            obj: dict[str, Any] = {"type": "welcome", "events": list(events)}
+            if position is not None:
+                obj["position"] = position
+            return encode(obj)
+        case Registered(email, events, confirmed, recovery):
+            obj = {"type": "registered", "email": email, "events": list(events),
+                   "confirmed": confirmed}  # fmt: skip
+            return encode(_with_recovery(obj, recovery, None))
         case Confirmed(email):
             return encode({"type": "confirmed", "email": email})
-        case Subscribed(events):
-            return encode({"type": "subscribed", "events": list(events)})
+        case Subscribed(events, recovery, position):
+            obj = {"type": "subscribed", "events": list(events)}
+            return encode(_with_recovery(obj, recovery, position))
         case Unsubscribed(events):
             return encode({"type": "unsubscribed", "events": list(events)})
         case EventsList(events):
@@ -147,8 +169,11 @@ def encode_server(msg: ServerMessage) -> str:
             return encode({"type": "pong", "timestamp": ts})
         case ServerPing():
             return encode({"type": "ping"})
-        case Published(event, id_, delivered):
-            return encode({"type": "published", "event": event, "id": id_, "delivered": delivered})
+        case Published(event, id_, delivered, offset):
+            obj = {"type": "published", "event": event, "id": id_, "delivered": delivered}
+            if offset is not None:
+                obj["offset"] = offset
+            return encode(obj)
         case Dropped(count):
             return encode({"type": "dropped", "count": count})
         case Goodbye(reason):
@@ -162,6 +187,34 @@ def encode_server(msg: ServerMessage) -> str:
         case Notification(event, fields):
             return encode({**fields, "type": event})
     raise TypeError(f"not a server message: {msg!r}")  # pragma: no cover
+
+
+def _with_recovery(
+    obj: dict[str, Any], recovery: Recovery | None, position: str | None
+) -> dict[str, Any]:
+    if recovery is not None:
+        obj["recovered"] = recovery.recovered
+        obj["replayed"] = recovery.replayed
+    if position is not None:
+        obj["position"] = position
+    return obj
+
+
+def _recovery(obj: Mapping[str, Any]) -> Recovery | None:
+    if "recovered" not in obj:
+        return None
+    recovered = obj["recovered"]
+    if not isinstance(recovered, bool):
+        raise ProtocolError(INVALID_MESSAGE, '"recovered" must be a boolean')
+    return Recovery(recovered, _int(obj, "replayed"))
+
+
+def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
+    return None if obj.get(key) is None else _str(obj, key)
+
+
+def _opt_int(obj: Mapping[str, Any], key: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key)
 
 
 def _str_tuple(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -192,16 +245,16 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     if not isinstance(kind, str):
         raise ProtocolError(INVALID_MESSAGE, 'a message needs a string "type"')
     if kind == "welcome":
-        return Welcome(_str_tuple(obj, "events"))
+        return Welcome(_str_tuple(obj, "events"), _opt_str(obj, "position"))
     if kind == "registered":
         confirmed = obj.get("confirmed", True)
         if not isinstance(confirmed, bool):
             raise ProtocolError(INVALID_MESSAGE, '"confirmed" must be a boolean')
-        return Registered(_str(obj, "email"), _str_tuple(obj, "events"), confirmed)
+        return Registered(_str(obj, "email"), _str_tuple(obj, "events"), confirmed, _recovery(obj))
     if kind == "confirmed":
         return Confirmed(_str(obj, "email"))
     if kind == "subscribed":
-        return Subscribed(_str_tuple(obj, "events"))
+        return Subscribed(_str_tuple(obj, "events"), _recovery(obj), _opt_str(obj, "position"))
     if kind == "unsubscribed":
         return Unsubscribed(_str_tuple(obj, "events"))
     if kind == "events":
@@ -213,7 +266,9 @@ def decode_server(text: str, limits: Limits | None = None) -> ServerMessage:
     if kind == "ping":
         return ServerPing()
     if kind == "published":
-        return Published(_str(obj, "event"), _str(obj, "id"), _int(obj, "delivered"))
+        return Published(
+            _str(obj, "event"), _str(obj, "id"), _int(obj, "delivered"), _opt_int(obj, "offset")
+        )
     if kind == "dropped":
         return Dropped(_int(obj, "count"))
     if kind == "goodbye":

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from storage_proc.ops import (
     LogNotification,
     MarkQueued,
+    PositionWrite,
     SubscribeWrite,
     UnsubscribeWrite,
     Write,
@@ -38,6 +39,8 @@ class Backlog:
         # read-your-writes) and outbox ids being marked queued.
         self._pending_subs: dict[str, deque[SubscribeWrite | UnsubscribeWrite]] = {}
         self.pending_queued: Counter[int] = Counter()
+        # The latest un-acknowledged position write by e-mail, and its seq.
+        self._pending_positions: dict[str, tuple[int, PositionWrite]] = {}
 
     def __len__(self) -> int:
         return len(self.unacked)
@@ -57,6 +60,8 @@ class Backlog:
             self._pending_subs.setdefault(write.email, deque()).append(write)
         elif isinstance(write, MarkQueued):
             self.pending_queued.update(write.outbox_ids)
+        elif isinstance(write, PositionWrite):
+            self._pending_positions[write.email] = (self.seq, write)
         return self.seq
 
     def acknowledge(self, seq: int) -> bool:
@@ -79,6 +84,10 @@ class Backlog:
                         del self.pending_queued[outbox_id]
             elif kind is LogNotification:
                 logged = True
+            elif isinstance(write, PositionWrite):
+                latest = self._pending_positions.get(write.email)
+                if latest is not None and latest[0] == s:
+                    del self._pending_positions[write.email]
         self.acked = max(self.acked, seq)
         self.sent = max(self.sent, self.acked)
         return logged
@@ -90,6 +99,11 @@ class Backlog:
     def pending_subscriptions(self, email: str) -> list[SubscribeWrite | UnsubscribeWrite]:
         """``email``'s accepted, not yet acknowledged (un)subscribe writes, in order."""
         return list(self._pending_subs.get(email, ()))
+
+    def pending_position(self, email: str) -> PositionWrite | None:
+        """``email``'s latest accepted, not yet acknowledged position write."""
+        latest = self._pending_positions.get(email)
+        return None if latest is None else latest[1]
 
     @staticmethod
     def apply_subscriptions(

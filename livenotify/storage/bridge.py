@@ -39,6 +39,7 @@ from storage_proc.ops import (
     ConfirmWrite,
     LogNotification,
     MarkQueued,
+    PositionWrite,
     RegisterWrite,
     SetConfirmation,
     SubscribeWrite,
@@ -182,6 +183,10 @@ class StorageBridge:
         )
         return self._push(write)
 
+    def save_position(self, email: str, epoch: str, offset: int) -> int:
+        """Where ``email``'s connection ended in the log (``query("position")``)."""
+        return self._push(PositionWrite(check_text("email", email), epoch, int(offset)))
+
     def mark_mail_queued(self, outbox_ids: Sequence[int]) -> int:
         """Outbox rows handed to Celery: they leave :meth:`pending_mail` at once."""
         ids = tuple(int(i) for i in outbox_ids)
@@ -271,6 +276,18 @@ class StorageBridge:
         stored = await self.query("subscriptions", email)
         assert isinstance(stored, list)
         return self._backlog.apply_subscriptions(stored, pending)
+
+    async def position_of(self, email: str) -> tuple[str, int] | None:
+        """(epoch, offset) where ``email``'s last connection ended, including
+        a position write not yet acknowledged; None when never saved."""
+        pending = self._backlog.pending_position(check_text("email", email))
+        if pending is not None:
+            return pending.epoch, pending.offset
+        answer = await self.query("position", email)
+        if answer is None:
+            return None
+        assert isinstance(answer, list | tuple)
+        return str(answer[0]), int(answer[1])
 
     async def pending_mail(self, limit: int) -> list[MailJob]:
         """Up to ``limit`` pending outbox rows, oldest first, without those

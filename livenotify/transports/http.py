@@ -51,8 +51,8 @@ LINGER_BYTES = 256 * 1024
 WEBSOCKET_VERSION = b"13"
 
 #: Runs a session on an open WebSocket: (transport, initial events, the
-#: grant of the upgrade's token).
-StartSession = Callable[[WsTransport, tuple[str, ...], Grant], Awaitable[None]]
+#: grant of the upgrade's token, ``?since=`` to resume from).
+StartSession = Callable[[WsTransport, tuple[str, ...], Grant, str | None], Awaitable[None]]
 
 
 @dataclass
@@ -132,7 +132,7 @@ class FrontDoor:
 
     async def _serve(
         self, ex: _Exchange
-    ) -> tuple[WsTransport, tuple[str, ...], Grant] | Takeover | None:
+    ) -> tuple[WsTransport, tuple[str, ...], Grant, str | None] | Takeover | None:
         """Answer HTTP requests until the connection ends or turns into a
         WebSocket (then the transport and its initial events) or a stream
         (then the response's takeover)."""
@@ -238,7 +238,7 @@ class FrontDoor:
 
     async def _upgrade(
         self, ex: _Exchange, request: Request
-    ) -> tuple[WsTransport, tuple[str, ...], Grant] | None:
+    ) -> tuple[WsTransport, tuple[str, ...], Grant, str | None] | None:
         """Complete the WebSocket handshake and hand the connection over."""
         problem = _handshake_problem(request)
         if problem is not None:
@@ -280,7 +280,8 @@ class FrontDoor:
         if ex.refuse is not None:
             await transport.close(ex.refuse, "connection limit reached")
             return None
-        return transport, query_events(request.target, limits.max_events_per_message), grant
+        events = query_events(request.target, limits.max_events_per_message)
+        return transport, events, grant, query_since(request.target)
 
 
 def _reason(status: int) -> bytes:
@@ -335,3 +336,10 @@ async def _linger(stream: trio.abc.Stream) -> None:
                 drained += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+
+def query_since(target: str) -> str | None:
+    """``/?since=E:N`` (or a duration, a time, ``all``): where a WebSocket
+    resumes; checked by the session (``invalid_position``). None without one."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query).get("since")
+    return values[-1] if values else None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import h11
 import trio
 
-from .. import metrics, protocol, ready, web
+from .. import metrics, protocol, ready, recovery, web
 from ..access import ANONYMOUS, request_token
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
@@ -59,7 +59,7 @@ class App(Protocol):
         ...
 
     async def start_session(
-        self, transport: Transport, events: tuple[str, ...], grant: Grant
+        self, transport: Transport, events: tuple[str, ...], grant: Grant, since: str | None
     ) -> None:
         """Serve ``transport`` as a session subscribed to ``events`` (SSE)."""
         ...
@@ -75,9 +75,8 @@ log = logging.getLogger(__name__)
 NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 BAD_REQUEST: Final = "bad_request"
-#: For Redis-backed publishing (the backplane): the publish was not accepted.
-BACKEND_UNAVAILABLE: Final = "backend_unavailable"
-BUSY: Final = "busy"
+BACKEND_UNAVAILABLE: Final = protocol.BACKEND_UNAVAILABLE
+BUSY: Final = protocol.BUSY
 
 #: The HTTP status of each error code; a code not listed here is a 400 (the
 #: client sent something we will not accept).
@@ -215,9 +214,13 @@ async def publish(app: App, request: Request) -> Response:
         fields = _fields(request, config.limits)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
-    # The hub's publish path, as a session's publish takes.
-    notification_id, delivered = hub.publish(event, fields)
-    reply = protocol.Published(event, notification_id, delivered)
+    # The hub's publish path, as a session's publish takes: a log that
+    # cannot take it is busy / backend_unavailable (503), nothing delivered.
+    try:
+        sent = await recovery.publish(hub, event, fields)
+    except ProtocolError as exc:
+        return error_response(exc.code, exc.message)
+    reply = protocol.Published(event, sent.id, sent.delivered, sent.offset)
     return Response(200, protocol.encode_server(reply).encode())
 
 

@@ -28,7 +28,7 @@ import trio
 from .. import protocol, reasons
 from ..access import Grant
 from ..config import Limits
-from ..history.positions import InvalidPosition, Since, parse_since
+from ..history.positions import InvalidPosition, parse_since
 from ..payload import Payload, sse_event
 from ..protocol import ProtocolError
 from .base import PongWaiter, Transport, TransportClosed
@@ -128,7 +128,7 @@ class SessionStarter(Protocol):
     """Runs a session on a transport (:meth:`Server.start_session`)."""
 
     async def start_session(
-        self, transport: Transport, events: tuple[str, ...], grant: Grant
+        self, transport: Transport, events: tuple[str, ...], grant: Grant, since: str | None
     ) -> None: ...
 
 
@@ -150,7 +150,7 @@ def requested_events(query: Mapping[str, list[str]], limit: int) -> tuple[str, .
     return tuple(dict.fromkeys(names))[:limit] or (protocol.ALL_EVENTS,)
 
 
-def requested_since(query: Mapping[str, list[str]], last_event_id: str | None) -> Since | None:
+def requested_since(query: Mapping[str, list[str]], last_event_id: str | None) -> str | None:
     """Where to resume: ``Last-Event-ID`` (an ``E:N`` id we sent) or
     ``?since=``; None for live only. Raises :class:`ProtocolError`
     ``invalid_position`` for a malformed value."""
@@ -161,14 +161,15 @@ def requested_since(query: Mapping[str, list[str]], last_event_id: str | None) -
     if value is None or value == "":
         return None
     try:
-        return parse_since(value, time.time())
+        parse_since(value, time.time())
+        return value
     except InvalidPosition as exc:
         raise ProtocolError(exc.code, str(exc)) from None
 
 
 def check_request(
     hub: Catalog, limits: Limits, query: Mapping[str, list[str]], last_event_id: str | None
-) -> tuple[tuple[str, ...], Since | None]:
+) -> tuple[tuple[str, ...], str | None]:
     """The events and ``since`` of a ``GET /sse``; :class:`ProtocolError`
     (answered as plain JSON, before any stream) for a bad one."""
     events = requested_events(query, limits.max_events_per_message)
@@ -186,18 +187,16 @@ def check_request(
 async def stream_events(
     app: SessionStarter,
     events: Sequence[str],
-    since: Since | None,
+    since: str | None,
     grant: Grant,
     stream: trio.abc.Stream,
     peer: str,
 ) -> None:
     """Write the response head, then serve the stream as a session."""
-    # HOOK(history): once the hub offers recovery, replay from ``since``
-    # here, between the head and going live. Until then ``since`` (and
-    # ``Last-Event-ID``) is checked, then the stream starts live.
-    del since
+    # The session replays from ``since`` (a `subscribed` event, then the
+    # missed notifications) before going live, as a WebSocket's ?since= does.
     try:
         await stream.send_all(HEAD)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
-    await app.start_session(SseTransport(stream, peer), tuple(events), grant)
+    await app.start_session(SseTransport(stream, peer), tuple(events), grant, since)

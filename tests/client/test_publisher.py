@@ -25,9 +25,10 @@ def test_publisher_reuses_one_connection_and_reports_acks() -> None:
         with Publisher("::1", srv.tcp_port) as pub:
             for n in range(3):
                 ack = pub.publish("furniture_created", {"n": n})
-                assert ack.delivered == 1 and len(ack.id) == 32
+                assert ack.delivered == 1 and len(ack.id) == 32 and ack.offset == n + 1
                 got = sub.recv()
                 assert got["data"] == {"n": n} and got["id"] == ack.id
+                assert got["offset"] == ack.offset
             ack = pub.publish("furniture_created", message="texto")
             assert sub.recv()["message"] == "texto"
             with pytest.raises(PublishError) as err:
@@ -71,6 +72,7 @@ def test_publish_command() -> None:
             )
             assert out.returncode == 0, out.stderr
             assert "published furniture_deleted" in out.stdout and "delivered=1" in out.stdout
+            assert "offset=1" in out.stdout
             # Seed form: the object's keys are the notification's fields.
             got = c.recv()
             assert got["furniture_id"] == "42" and "data" not in got

@@ -87,7 +87,7 @@ async def test_burst_goes_out_in_one_write_per_subscriber(hub: Hub) -> None:
     # One publisher's read: several publishes with no checkpoint between.
     burst = 5
     for seq in range(burst):
-        assert hub.publish("bench", {"seq": seq})[1] == len(peers)
+        assert hub.publish_nowait("bench", {"seq": seq})[1] == len(peers)
     for peer in peers:
         got = await peer.lines(burst)
         assert [m["seq"] for m in got] == list(range(burst))
@@ -97,14 +97,14 @@ async def test_burst_goes_out_in_one_write_per_subscriber(hub: Hub) -> None:
 
 async def test_lone_notification_is_written_at_once(hub: Hub) -> None:
     peer = attach(hub)
-    hub.publish("bench", {"seq": 0})
+    hub.publish_nowait("bench", {"seq": 0})
     assert peer.writes == [1]  # at once: nothing held
     assert [m["seq"] for m in await peer.lines(1)] == [0]
     # Once all is quiet, a burst again starts with a write at once; the
     # rest of it is held, and written when it pauses.
     await trio.testing.wait_all_tasks_blocked()
     for seq in (1, 2, 3):
-        hub.publish("bench", {"seq": seq})
+        hub.publish_nowait("bench", {"seq": seq})
     assert peer.writes == [1, 1]
     assert [m["seq"] for m in await peer.lines(3)] == [1, 2, 3]
     assert peer.writes == [1, 1, 2]
@@ -117,7 +117,7 @@ async def test_a_long_burst_is_written_in_pieces(hub: Hub) -> None:
     peer.sub.outbox.maxlen = config.queue_size
     total = 3 * Coalescer.HOLD_MAX
     for seq in range(total):
-        hub.publish("bench", {"seq": seq})
+        hub.publish_nowait("bench", {"seq": seq})
     got = await peer.lines(total)
     assert [m["seq"] for m in got] == list(range(total))
     # A subscriber never holds more than HOLD_MAX.
@@ -133,7 +133,7 @@ async def test_held_deliveries_count_against_the_queue_limit(hub: Hub) -> None:
         pass
     hub.coalescer.touch()  # a burst is on: from the first publish, all are held
     queue_size = hub.config.queue_size
-    delivered = [hub.publish("bench", {"seq": seq})[1] for seq in range(queue_size + 3)]
+    delivered = [hub.publish_nowait("bench", {"seq": seq})[1] for seq in range(queue_size + 3)]
     # The slow one held queue_size; then its queue was full, and it was
     # disconnected. The fast one got everything, its queue never full.
     assert delivered == [2] * queue_size + [1] * 3
@@ -154,7 +154,7 @@ async def test_a_partly_taken_write_still_counts_one_entry_per_delivery(hub: Hub
     queue_size = hub.config.queue_size
     pad = "p" * 2000
     for seq in range(queue_size - 1):
-        hub.publish("bench", {"seq": seq, "pad": pad})
+        hub.publish_nowait("bench", {"seq": seq, "pad": pad})
     hub.coalescer.flush()
     taken, left = peer.writes, peer.sub.outbox._items
     assert taken == [queue_size - 1]  # one write of the whole batch...
@@ -168,7 +168,7 @@ async def test_a_partly_taken_write_still_counts_one_entry_per_delivery(hub: Hub
     queued = len(left)
     assert peer.sub.queued == queued
     # Room for exactly queue_size - queued more, then the policy applies.
-    more = [hub.publish("bench", {"seq": s, "pad": pad})[1] for s in range(queue_size)]
+    more = [hub.publish_nowait("bench", {"seq": s, "pad": pad})[1] for s in range(queue_size)]
     assert more.count(1) == queue_size - queued
     assert set(peer.kills) == {protocol.SLOW_CONSUMER}
 

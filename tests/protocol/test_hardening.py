@@ -117,7 +117,8 @@ def test_help_over_tcp_lists_the_commands() -> None:
         client.send_line("help")
         reply = client.recv()
         assert reply["type"] == "help"
-        assert "subscribe <event>..." in reply["commands"] and "exit" in reply["commands"]
+        assert "subscribe <event>... [since <position|10m|time|all>]" in reply["commands"]
+        assert "exit" in reply["commands"]
         # The connection goes on afterwards.
         client.send_line("ping")
         client.recv_type("pong")

@@ -53,7 +53,8 @@ async def connect(hub: Hub, nursery: trio.Nursery) -> tuple[Peer, Session]:
     session = Session(hub, CONFIG, transport)
     nursery.start_soon(session.run)
     peer = Peer(client)
-    assert (await peer.recv()) == {"type": "welcome", "events": ["a", "b"]}
+    welcome = await peer.recv()
+    assert welcome == {"type": "welcome", "events": ["a", "b"], "position": str(hub.position)}
     return peer, session
 
 
@@ -67,9 +68,10 @@ async def test_human_commands_json_and_delivery() -> None:
         assert await sub.recv() == {"type": "subscribed", "events": ["a", "b"]}
         await pub.send(b'{"type":"publish","event":"a","data":{"n":1}}\n')
         ack = await pub.recv()
-        assert ack["type"] == "published" and ack["delivered"] == 1
+        assert ack["type"] == "published" and ack["delivered"] == 1 and ack["offset"] == 1
         got = await sub.recv()
         assert got["type"] == "a" and got["data"] == {"n": 1} and got["id"] == ack["id"]
+        assert (got["offset"], got["epoch"]) == (1, hub.position.epoch)
         await sub.send(b"help\n")
         assert (await sub.recv())["commands"] == list(protocol.COMMAND_USAGE)
         # Garbage is answered, and the conversation goes on.
