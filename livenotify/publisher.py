@@ -49,7 +49,17 @@ class PublishError(Exception):
 
 
 class Publisher:
-    """Publish notifications to a livenotify server over TCP."""
+    """Publish notifications to a livenotify server over TCP (or WebSocket:
+    ``Publisher("ws://host:8765")``, see :mod:`livenotify.publisher_ws`)."""
+
+    def __new__(cls, host: str = "localhost", *args: Any, **kwargs: Any) -> Publisher:
+        # A ws:// or wss:// URL: the WebSocket transport, imported only then
+        # (wsproto), so this module stays stdlib-only.
+        if cls is Publisher and host.startswith(("ws://", "wss://")):
+            from .publisher_ws import WsPublisher
+
+            return super().__new__(WsPublisher)
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -33,10 +33,10 @@ import trio
 
 from ..config import Limits
 from ..protocol import ProtocolError, check_email
+from ..wsurl import check_url
 from .app import Client, Options
 from .commands import HELP
 from .terminal import OutputClosed
-from .ws import check_url
 
 __all__ = ["Client", "Options", "add_arguments", "main", "options_from_args", "run"]
 

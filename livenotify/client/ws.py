@@ -21,13 +21,13 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import trio
 import trio_websocket
 
 from .. import protocol
 from ..protocol import ProtocolError, ServerMessage
+from ..wsurl import check_url, unsubscribed_url
 from .connection import (
     _SERVER_LIMITS,
     CONNECT_TIMEOUT,
@@ -38,35 +38,12 @@ from .connection import (
     _reason,
 )
 
-__all__ = ["WsConnection", "check_url", "open_ws_connection"]
+__all__ = ["WsConnection", "open_ws_connection"]
 
 #: Seconds the close handshake may take before the socket is just closed.
 CLOSE_TIMEOUT = 2.0
 #: Close codes that are an orderly end (normal, going away), not a loss.
 _ORDERLY = (1000, 1001)
-
-
-def check_url(url: str) -> tuple[str, int, bool]:
-    """``(host, port, tls)`` of a ``ws://`` or ``wss://`` URL; ValueError saying what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError("not a ws:// or wss:// URL")
-    if not parts.hostname:
-        raise ValueError("no host in the URL")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("bad port in the URL") from None
-    tls = parts.scheme == "wss"
-    return parts.hostname, port if port is not None else (443 if tls else 80), tls
-
-
-def producer_url(url: str) -> str:
-    """``url`` with ``events=`` (no subscriptions) in place of any ``events`` parameter."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "events"]
-    query.append(("events", ""))
-    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
 
 
 async def open_ws_connection(
@@ -95,7 +72,7 @@ async def open_ws_connection(
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
             ws = await trio_websocket.connect_websocket_url(
-                inner, producer_url(url), context, max_message_size=MAX_LINE_BYTES
+                inner, unsubscribed_url(url), context, max_message_size=MAX_LINE_BYTES
             )
     except trio.TooSlowError:
         scope.cancel()
