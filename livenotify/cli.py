@@ -102,6 +102,11 @@ def _run_publish(argv: Sequence[str]) -> int:
         default=os.environ.get("LIVENOTIFY_PUBLISH_TOKEN"),
         help="the shared publish token, or a JWT granting the event",
     )
+    p.add_argument(
+        "--url",
+        help="publish over WebSocket instead of TCP: ws://HOST:PORT or wss://HOST:PORT "
+        "(--host/--port ignored)",
+    )
     p.add_argument("--tls", action="store_true", help="connect with TLS (verified)")
     p.add_argument("--cafile", metavar="PEM", help="CA to trust for --tls instead of the system's")
     p.add_argument("event")
@@ -111,9 +116,17 @@ def _run_publish(argv: Sequence[str]) -> int:
     if args.cafile is not None and not os.access(args.cafile, os.R_OK):
         print(f"livenotify publish: error: --cafile {args.cafile}: cannot read it", file=sys.stderr)
         return 2
+    if args.url is not None:
+        from .wsurl import check_url
+
+        try:
+            check_url(args.url)
+        except ValueError as exc:
+            print(f"livenotify publish: error: --url {args.url}: {exc}", file=sys.stderr)
+            return 2
     try:
         with Publisher(
-            args.host, args.port, token=args.token, tls=args.tls, cafile=args.cafile
+            args.url or args.host, args.port, token=args.token, tls=args.tls, cafile=args.cafile
         ) as publisher:
             # "data" and "message" in the object are those fields, as in v1.
             data, text = fields.pop("data", None), fields.pop("message", message)
