@@ -11,6 +11,10 @@ caller's (long-lived) nursery and cancelled by :meth:`WsConnection.aclose`,
 so a connect that times out or a connection dropped during a reconnection
 never leaves a reader task behind.
 
+The server's goodbye is a close frame on WebSocket (1000 ``exit``, 1001
+``shutting_down``); :meth:`WsConnection.receive` hands it on as the
+``goodbye`` message TCP sends.
+
 The URL's ``events`` query parameter is set to empty: the server subscribes
 a WebSocket to nothing then, and the client subscribes explicitly, as on
 TCP.
@@ -21,13 +25,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
 from .. import protocol
 from ..protocol import ProtocolError, ServerMessage
-from ..wsurl import check_url, unsubscribed_url
+from ..wsurl import check_url, host_header, unsubscribed_url
 from .connection import (
     _SERVER_LIMITS,
     CONNECT_TIMEOUT,
@@ -36,6 +41,7 @@ from .connection import (
     ConnectionLost,
     Received,
     _reason,
+    open_stream,
 )
 
 __all__ = ["WsConnection", "open_ws_connection"]
@@ -55,9 +61,14 @@ async def open_ws_connection(
     ``nursery`` must outlive the connection: it hosts the connection's own
     nursery (trio-websocket's reader task).
     """
-    _host, _port, secure = check_url(url)
+    host_name, port, secure = check_url(url)
     where = url.split("?", 1)[0]
-    context = (tls or ssl.create_default_context()) if secure else None
+    # Our own TCP (keepalive) and TLS (a clear verification error), as on
+    # TCP; trio-websocket takes over the connected stream.
+    stream = await open_stream(
+        host_name, port, (tls or ssl.create_default_context()) if secure else None, where
+    )
+    target = urlsplit(unsubscribed_url(url))
     scope = trio.CancelScope()
 
     async def host(
@@ -68,26 +79,26 @@ async def open_ws_connection(
                 task_status.started(inner)
                 await trio.sleep_forever()  # until aclose() cancels the scope
 
-    inner = await nursery.start(host)
     try:
+        inner = await nursery.start(host)
         with trio.fail_after(CONNECT_TIMEOUT):
-            ws = await trio_websocket.connect_websocket_url(
-                inner, unsubscribed_url(url), context, max_message_size=MAX_LINE_BYTES
+            ws = await trio_websocket.wrap_client_stream(
+                inner,
+                stream,
+                host_header(host_name, port, secure),
+                f"{target.path}?{target.query}",
+                max_message_size=MAX_LINE_BYTES,
             )
-    except trio.TooSlowError:
+    except BaseException as exc:
         scope.cancel()
-        raise ConnectError(f"cannot connect to {where}: timed out") from None
-    except trio_websocket.ConnectionRejected as exc:
-        scope.cancel()
-        raise ConnectError(f"cannot connect to {where}: HTTP status {exc.status_code}") from None
-    except (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError) as exc:
-        scope.cancel()
-        why = _reason(exc)
-        if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc, ssl.SSLError):
-            why = f"TLS: {exc.__cause__ or exc}"
-        raise ConnectError(f"cannot connect to {where}: {why}") from None
-    except BaseException:
-        scope.cancel()
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(exc, trio.TooSlowError):
+            raise ConnectError(f"cannot connect to {where}: no WebSocket handshake") from None
+        if isinstance(exc, trio_websocket.ConnectionRejected):
+            raise ConnectError(f"cannot connect to {where}: HTTP {exc.status_code}") from None
+        if isinstance(exc, (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError)):
+            raise ConnectError(f"cannot connect to {where}: {_reason(exc)}") from None
         raise
     return WsConnection(ws, where, scope)
 
@@ -117,9 +128,17 @@ class WsConnection:
         try:
             data = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            if exc.reason is None or exc.reason.code in _ORDERLY:
-                return None
-            raise ConnectionLost(_closed_reason(exc)) from None
+            reason = exc.reason
+            if reason is None or reason.code not in _ORDERLY:
+                raise ConnectionLost(_closed_reason(exc)) from None
+            if self.goodbye is None and reason.reason:
+                # The WebSocket form of TCP's goodbye line is the close frame
+                # (1000 "exit", 1001 "shutting_down"): told as that message,
+                # so the client ends (and prints in --json) as on TCP.
+                self.goodbye = protocol.Goodbye(reason.reason)
+                text = protocol.encode({"type": "goodbye", "reason": reason.reason})
+                return Received(text, self.goodbye)
+            return None
         if isinstance(data, bytes):
             try:
                 data = data.decode()
