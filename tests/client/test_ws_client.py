@@ -97,23 +97,27 @@ def test_client_over_ws_reconnects_after_server_restart() -> None:
 
 def test_client_bad_and_unreachable_urls_are_one_line() -> None:
     port = free_port()  # nothing listens there
-    run = {"capture_output": True, "text": True, "env": client_env(), "cwd": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, *client_argv("--url", f"ws://127.0.0.1:{port}/")],
-        stdin=subprocess.DEVNULL, timeout=TIMEOUT, **run,
-    )  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *client_argv(*args)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=client_env(), cwd=str(ROOT), timeout=TIMEOUT,
+        )  # fmt: skip
+
+    proc = run("--url", f"ws://127.0.0.1:{port}/")
     assert proc.returncode == 1
     assert proc.stderr == (
         f"livenotify client: cannot connect to ws://127.0.0.1:{port}/: connection refused\n"
     )
-    proc = subprocess.run(
-        [sys.executable, *client_argv("--url", "http://127.0.0.1/")],
-        stdin=subprocess.DEVNULL, timeout=TIMEOUT, **run,
-    )  # fmt: skip
+    proc = run("--url", "http://127.0.0.1/")
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1].endswith(
         "--url http://127.0.0.1/: not a ws:// or wss:// URL"
     )
+    proc = run("--url", "ws://127.0.0.1/", "--tls")
+    assert proc.returncode == 2
+    assert "--tls needs a wss:// URL" in proc.stderr
 
 
 def test_publisher_over_ws_in_order_to_a_tcp_subscriber_and_clean_close() -> None:
