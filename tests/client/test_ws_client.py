@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from livenotify.publisher_ws import WsPublisher
 from livenotify.wsurl import unsubscribed_url
 from tests.client.test_client import (
     EVENTS,
+    IDLE,
     TIMEOUT,
     client_argv,
     client_env,
@@ -47,7 +49,8 @@ def test_unsubscribed_url_replaces_any_events_parameter() -> None:
 
 
 def test_client_over_ws_registers_subscribes_and_receives() -> None:
-    with running_server(*EVENTS) as srv:
+    # A short idle timeout: the server probes the idle client, which answers.
+    with running_server(*EVENTS, "--idle-timeout", str(IDLE)) as srv:
         url = f"ws://127.0.0.1:{srv.ws_port}/"
         c = pipe_client("--url", url, "--email", "wa@ex.org", "--json", "--stay")
         c.send("subscribe news\n")
@@ -56,6 +59,7 @@ def test_client_over_ws_registers_subscribes_and_receives() -> None:
         # Connected with ?events= : subscribed to nothing until it asked.
         c.expect(r'\{"type":"subscribed","events":\["news"\]\}')
         srv.wait_log(r"connect ws 127\.0\.0\.1:\d+ #\d+")
+        time.sleep(4 * IDLE)  # the idleness under test, not a synchronisation
         srv.command("send news over websocket", r"sent news .* delivered=1")
         c.expect(r'\{"type":"news",.*\}\r?\n')
         note = json.loads(c.after.strip())
@@ -65,6 +69,7 @@ def test_client_over_ws_registers_subscribes_and_receives() -> None:
         assert finish(c) == 0  # the goodbye: a normal end
         assert "shut down (shutting_down)" in c.before
         assert "furniture_created" not in c.before
+        assert not [line for line in srv.lines if "reason=idle_timeout" in line]
 
 
 def test_client_over_ws_reconnects_after_server_restart() -> None:
