@@ -59,7 +59,7 @@ class WsPublisher(Publisher):
 
     def __init__(
         self,
-        url: str,
+        host: str,
         port: int | None = None,
         *,
         token: str | None = None,
@@ -67,6 +67,8 @@ class WsPublisher(Publisher):
         tls: bool = False,
         cafile: str | None = None,
     ) -> None:
+        # ``host`` is the URL (the name Publisher's first parameter has).
+        url = host
         try:
             host, url_port, secure = check_url(url)
         except ValueError as exc:

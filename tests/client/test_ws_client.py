@@ -153,7 +153,7 @@ def test_publisher_over_ws_in_order_to_a_tcp_subscriber_and_clean_close() -> Non
 
 def test_publisher_over_ws_token_reconnect_and_unreachable() -> None:
     ws_port = free_port()
-    pub = Publisher(f"ws://127.0.0.1:{ws_port}/", token="t0k", timeout=5)
+    pub = Publisher(host=f"ws://127.0.0.1:{ws_port}/", token="t0k", timeout=5)
     with running_server("--publish-token", "t0k", ws_port=ws_port) as srv:
         assert pub.publish("furniture_created", 1).event == "furniture_created"
         with pytest.raises(PublishError) as err:
