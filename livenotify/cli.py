@@ -107,17 +107,26 @@ def _run_publish(argv: Sequence[str]) -> int:
     p.add_argument(
         "--url",
         default=os.environ.get("LIVENOTIFY_URL"),
-        help="publish over HTTP to this http(s):// URL (the WebSocket port) instead of TCP",
+        help="publish to the WebSocket port instead of TCP: http(s)://HOST:PORT over HTTP, "
+        "ws(s)://HOST:PORT over WebSocket (--host/--port ignored)",
     )
     p.add_argument("event")
     p.add_argument("message", help="a JSON object (its keys are the fields) or text")
     args = p.parse_args(argv)
-    if args.url and not args.url.startswith(("http://", "https://")):
-        p.error(f"--url: expected an http:// or https:// URL, got {args.url[:80]!r}")
+    if args.url and not args.url.startswith(("http://", "https://", "ws://", "wss://")):
+        p.error(f"--url: expected an http(s):// or ws(s):// URL, got {args.url[:80]!r}")
     fields, message = parse_message(args.message)
     if args.cafile is not None and not os.access(args.cafile, os.R_OK):
         print(f"livenotify publish: error: --cafile {args.cafile}: cannot read it", file=sys.stderr)
         return 2
+    if args.url is not None and args.url.startswith(("ws://", "wss://")):
+        from .wsurl import check_url
+
+        try:
+            check_url(args.url)
+        except ValueError as exc:
+            print(f"livenotify publish: error: --url {args.url}: {exc}", file=sys.stderr)
+            return 2
     try:
         target = args.url if args.url else args.host
         with Publisher(

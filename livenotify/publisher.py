@@ -59,9 +59,20 @@ class PublishError(Exception):
 
 
 class Publisher:
-    """Publish notifications to a livenotify server over TCP, or over HTTP
-    when ``host`` is an ``http://`` or ``https://`` URL (its port, default
-    8765, is the server's WebSocket port; ``port`` is then ignored)."""
+    """Publish notifications to a livenotify server over TCP; over HTTP when
+    ``host`` is an ``http://`` or ``https://`` URL, over WebSocket when it is
+    a ``ws://`` or ``wss://`` URL (see :mod:`livenotify.publisher_ws`). A
+    URL's port (default 8765) is the server's WebSocket port; ``port`` is
+    then ignored."""
+
+    def __new__(cls, host: str = "localhost", *args: Any, **kwargs: Any) -> Publisher:
+        # A ws:// or wss:// URL: the WebSocket transport, imported only then
+        # (wsproto), so this module stays stdlib-only.
+        if cls is Publisher and host.startswith(("ws://", "wss://")):
+            from .publisher_ws import WsPublisher
+
+            return super().__new__(WsPublisher)
+        return super().__new__(cls)
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ and it ends at end of input (``--stay``: when the server goes).
 
 Modules: :mod:`.app` (the conversation and reconnection), :mod:`.connection`
 (one TCP connection, backoff), :mod:`.terminal` (prompt and pipe front-ends),
+:mod:`.ws` (one WebSocket connection, for ``--url ws://...``),
 :mod:`.render` (messages as text), :mod:`.commands` (what may be typed).
 
 Exit status: 0 on a normal exit (``exit``, Ctrl-D, Ctrl-C at the prompt, the
@@ -32,6 +33,7 @@ import trio
 
 from ..config import Limits
 from ..protocol import ProtocolError, check_email
+from ..wsurl import check_url
 from .app import Client, Options
 from .commands import HELP
 from .terminal import OutputClosed
@@ -68,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server TCP port (default %(default)s; env LIVENOTIFY_PORT)",
     )
     parser.add_argument(
+        "--url",
+        default=os.environ.get("LIVENOTIFY_URL"),
+        help="connect over WebSocket instead of TCP: ws://HOST:PORT/ or wss://... "
+        "(through a proxy that only passes HTTP; env LIVENOTIFY_URL)",
+    )
+    parser.add_argument(
         "--tls", action="store_true", help="connect with TLS (the server's --tls-cert)"
     )
     parser.add_argument(
@@ -94,9 +102,12 @@ def options_from_args(args: argparse.Namespace) -> Options:
     """The typed :class:`Options` from parsed arguments."""
     # "[::1]" as in a URL is "::1".
     host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host
+    port, tls = args.port, args.tls
+    if args.url is not None:  # checked by main()
+        host, port, tls = check_url(args.url)
     return Options(
-        host=host, port=args.port, email=args.email, json=args.json, stay=args.stay,
-        tls=args.tls, cafile=args.cafile, token=args.token,
+        host=host, port=port, email=args.email, json=args.json, stay=args.stay,
+        tls=tls, cafile=args.cafile, token=args.token, url=args.url,
     )  # fmt: skip
 
 
@@ -129,6 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--port {args.port}: not a TCP port")
     if args.cafile is not None and not os.access(args.cafile, os.R_OK):
         parser.error(f"--cafile {args.cafile}: cannot read it")
+    if args.url is not None:
+        try:
+            _host, _port, secure = check_url(args.url)
+        except ValueError as exc:
+            parser.error(f"--url {args.url}: {exc}")
+        if args.tls and not secure:
+            parser.error(f"--url {args.url}: --tls needs a wss:// URL")
     if args.email is not None:
         try:
             check_email(args.email, Limits())

@@ -53,6 +53,7 @@ from .connection import (
     open_connection,
 )
 from .terminal import Interrupted, OutputClosed, Ui
+from .ws import WsConnection, open_ws_connection
 
 __all__ = ["Client", "Options"]
 
@@ -82,6 +83,8 @@ class Options:
     cafile: str | None = None
     #: A JWT sent with ``auth`` on every connection (``--token``).
     token: str | None = None
+    #: A ``ws://`` / ``wss://`` URL to connect to instead of TCP (``--url``).
+    url: str | None = None
 
 
 class NotConnected(Exception):
@@ -91,7 +94,7 @@ class NotConnected(Exception):
 class _Link:
     """A connection plus the bookkeeping of its one outstanding request."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | WsConnection) -> None:
         self.conn = conn
         self.welcomed = trio.Event()
         #: Replies are not printed while restoring after a reconnection;
@@ -175,8 +178,24 @@ class Client:
 
     async def run(self) -> int:
         """Connect, converse, leave; the exit status."""
+        # Hosts each ws:// connection's reader task (trio-websocket needs a
+        # nursery that outlives the connect); empty on TCP.
+        async with trio.open_nursery() as hosting:
+            self._hosting = hosting
+            try:
+                return await self._run()
+            finally:
+                hosting.cancel_scope.cancel()
+
+    async def _connect(self) -> Connection | WsConnection:
+        """A new connection: TCP, or WebSocket with ``--url``; raise ConnectError."""
+        if self.options.url is None:
+            return await open_connection(self.options.host, self.options.port, self._tls)
+        return await open_ws_connection(self._hosting, self.options.url, self._tls)
+
+    async def _run(self) -> int:
         try:
-            first = await open_connection(self.options.host, self.options.port, self._tls)
+            first = await self._connect()
         except ConnectError as exc:
             self.ui.error(f"livenotify client: {exc}")
             return 1
@@ -335,7 +354,7 @@ class Client:
 
     # -- the connection ------------------------------------------------------------
 
-    async def _supervise(self, conn: Connection) -> None:
+    async def _supervise(self, conn: Connection | WsConnection) -> None:
         backoff = Backoff()
         restore = False
         said = None  # the last "reconnecting" reason shown in this outage
@@ -362,13 +381,13 @@ class Client:
             while True:
                 await trio.sleep(backoff.next_delay())
                 try:
-                    conn = await open_connection(self.options.host, self.options.port, self._tls)
+                    conn = await self._connect()
                 except ConnectError:
                     continue
                 break
             restore = True
 
-    async def _serve(self, conn: Connection, restore: bool) -> tuple[str, bool]:
+    async def _serve(self, conn: Connection | WsConnection, restore: bool) -> tuple[str, bool]:
         """Run one connection until it ends: why it ended, and whether it got ready."""
         link = _Link(conn)
         link.quiet = restore

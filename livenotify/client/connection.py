@@ -90,6 +90,14 @@ async def open_connection(host: str, port: int, tls: ssl.SSLContext | None = Non
     given a context (the server's certificate verified for ``host``); raise
     :class:`ConnectError`."""
     where = address(host, port)
+    return Connection(await open_stream(host, port, tls, where), where)
+
+
+async def open_stream(
+    host: str, port: int, tls: ssl.SSLContext | None, where: str
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    """The connected (and TLS-handshaken) stream under a connection; raise
+    :class:`ConnectError` naming ``where``."""
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
             stream = await trio.open_tcp_stream(host, port)
@@ -99,7 +107,7 @@ async def open_connection(host: str, port: int, tls: ssl.SSLContext | None = Non
         raise ConnectError(f"cannot connect to {where}: {_reason(exc)}") from None
     _keepalive(stream.socket)
     if tls is None:
-        return Connection(stream, where)
+        return stream
     secure = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
     try:
         with trio.fail_after(CONNECT_TIMEOUT):
@@ -111,7 +119,7 @@ async def open_connection(host: str, port: int, tls: ssl.SSLContext | None = Non
         await stream.aclose()
         why = exc.__cause__ or exc
         raise ConnectError(f"cannot connect to {where}: TLS: {why}") from None
-    return Connection(secure, where)
+    return secure
 
 
 def _keepalive(sock: trio.socket.SocketType) -> None:
