@@ -128,12 +128,30 @@ class Limits:
     max_email_length: int = setting(254, "longest e-mail address", lo=6, hi=254)
     #: Connections in total and from one IP address.
     max_connections: int = setting(20_000, "connections in total", lo=1, hi=10_000_000)
-    max_connections_per_ip: int = setting(2_000, "connections per IP", lo=1, hi=10_000_000)
+    max_connections_per_ip: int = setting(
+        2_000, "connections per IP (an IPv6 /64 counts as one)", lo=1, hi=10_000_000
+    )
     #: Bytes one connection's outgoing queue may hold (notifications and
     #: replies, framed), beside ``queue_size`` items: a queue of large replies
     #: pins memory long before it holds many. 4 MiB keeps a connection that
     #: never reads at a few MiB; past it the slow-consumer policy applies.
     max_queue_bytes: int = setting(4 << 20, "bytes queued per connection", lo=4096, hi=1 << 30)
+    #: File descriptors kept free below the process limit:
+    #: ``--max-connections`` is lowered to fit under the limit minus this, so
+    #: storage, logs and refusing a connection with ``too_many_connections``
+    #: always have a descriptor.
+    fd_reserve: int = setting(64, "file descriptors kept free below the limit", lo=16, hi=65536)
+    #: HTTP on the front door: a request head (request line and headers)
+    #: larger than this, or with more headers, is refused with 431 (browsers
+    #: and curl send well under 8 KiB); a kept-alive connection is closed
+    #: after this many requests.
+    max_http_head_bytes: int = setting(
+        16 * 1024, "largest HTTP request head in bytes", lo=1024, hi=1 << 20
+    )
+    max_http_headers: int = setting(100, "most headers in one HTTP request", lo=8, hi=10_000)
+    max_requests_per_connection: int = setting(
+        1000, "HTTP requests on one kept-alive connection", lo=1, hi=10_000_000
+    )
     #: Token bucket per connection: sustained messages per second and burst.
     rate_per_second: float = setting(
         200.0, "messages/s per connection (0: off)", flag="--rate-limit", lo=0, hi=1e9

@@ -9,11 +9,19 @@ peers are found without an application ping.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import logging
+import math
+import os
+import resource
 import socket as _socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+
+log = logging.getLogger(__name__)
 
 #: Pending connections the kernel may hold for us (capped by somaxconn):
 #: high, so a burst of connects is not refused while we are busy.
@@ -21,6 +29,16 @@ BACKLOG = 4096
 #: Keepalive probes sent before a silent peer is declared dead, and their
 #: spacing relative to the idle time.
 KEEPALIVE_PROBES = 4
+#: accept() errors that mean "out of descriptors or memory for now": we
+#: wait a little and try again instead of failing.
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: Pause after such an error (the kernel keeps the pending connection).
+CAPACITY_BACKOFF = 0.1
+#: At most one log line per this many seconds about such errors (a full
+#: descriptor table otherwise logs ten lines a second per listener).
+CAPACITY_LOG_INTERVAL = 10.0
+#: The soft descriptor limit we raise to when the hard limit is unlimited.
+FD_LIMIT_CAP = 1 << 20
 
 
 def _configure(sock: trio.socket.SocketType, keepalive_idle: float) -> None:
@@ -133,3 +151,98 @@ def ready_line(host: str, ws_port: int, tcp_port: int, *, console: bool) -> str:
         name = f"[{name}]"
     hint = "  (type help for commands)" if console else ""
     return f"ready — ws://{name}:{ws_port}  tcp {name}:{tcp_port}{hint}"
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; the soft limit after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = FD_LIMIT_CAP if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, target, exc)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return FD_LIMIT_CAP if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def descriptors_in_use() -> int:
+    """Open descriptors of this process (an estimate where /proc is absent)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+class Throttle:
+    """Log lines for a recurring event: the first ``burst`` in each
+    ``interval`` seconds, then silence until the next interval, whose first
+    line reports how many occurrences went unlogged."""
+
+    __slots__ = ("_burst", "_interval", "_logged", "_start", "_suppressed")
+
+    def __init__(self, interval: float, burst: int = 1) -> None:
+        self._interval = interval
+        self._burst = burst
+        self._start = -math.inf
+        self._logged = 0
+        self._suppressed = 0
+
+    def due(self) -> int | None:
+        """Count one occurrence: None to stay quiet, else how many went
+        unlogged before this one (to report with it)."""
+        now = trio.current_time()
+        if now - self._start >= self._interval:
+            self._start, self._logged = now, 0
+        if self._logged >= self._burst:
+            self._suppressed += 1
+            return None
+        self._logged += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        return suppressed
+
+
+class AcceptLoop:
+    """Accepts on listening sockets and starts a handler task per connection.
+
+    Unlike ``trio.serve_listeners``, a full descriptor table (EMFILE) is
+    logged at most once per :data:`CAPACITY_LOG_INTERVAL`, with a count.
+    """
+
+    def __init__(self, handler: Callable[[trio.SocketStream], Awaitable[None]], name: str) -> None:
+        self._handler = handler
+        self._name = name
+        self._throttle = Throttle(CAPACITY_LOG_INTERVAL)
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        handler_nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept on every listener until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept, listener, handler_nursery)
+            task_status.started()
+
+    async def _accept(self, listener: trio.SocketListener, handler_nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in CAPACITY_ERRNOS:
+                    raise
+                self._capacity_error(exc)
+                await trio.sleep(CAPACITY_BACKOFF)
+                continue
+            handler_nursery.start_soon(self._handler, stream)
+
+    def _capacity_error(self, exc: OSError) -> None:
+        unlogged = self._throttle.due()
+        if unlogged is not None:
+            log.error(
+                "%s accept: %s (and %d more times since the last such line); retrying",
+                self._name, os.strerror(exc.errno or 0), unlogged,
+            )  # fmt: skip

@@ -39,9 +39,13 @@ SHUTTING_DOWN: Final = protocol.SHUTTING_DOWN
 IDLE_TIMEOUT: Final = protocol.IDLE_TIMEOUT
 SLOW_CONSUMER: Final = protocol.SLOW_CONSUMER
 TOO_MANY_CONNECTIONS: Final = protocol.TOO_MANY_CONNECTIONS
+MESSAGE_TOO_LARGE: Final = protocol.MESSAGE_TOO_LARGE
+INVALID_UTF8: Final = protocol.INVALID_UTF8
 
 # Close codes of RFC 6455 section 7.4.1.
-_NORMAL, _GOING_AWAY, _POLICY, _TRY_AGAIN_LATER = 1000, 1001, 1008, 1013
+_NORMAL, _GOING_AWAY, _INVALID_DATA, _POLICY, _TOO_BIG, _TRY_AGAIN_LATER = (
+    1000, 1001, 1007, 1008, 1009, 1013,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ REASONS: Final[Mapping[str, Reason]] = {
         ),
         Reason(WRITE_TIMEOUT, _POLICY, "a write did not complete in time", quiet=False),
         Reason(TOO_MANY_CONNECTIONS, _TRY_AGAIN_LATER, "connection limit reached", quiet=False),
+        Reason(MESSAGE_TOO_LARGE, _TOO_BIG, "a message over the size limit", quiet=False),
+        Reason(INVALID_UTF8, _INVALID_DATA, "a text frame that is not UTF-8", quiet=False),
     )
 }
 

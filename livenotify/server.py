@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import logging
 import signal
-import urllib.parse
-from functools import partial
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
 from . import protocol
 from .admission import Admission
@@ -25,7 +22,17 @@ from .config import Config
 from .console import Console
 from .history import EmbeddedLog
 from .hub import Hub
-from .listeners import bound_addresses, client_ip, format_address, open_listeners, ready_line
+from .listeners import (
+    AcceptLoop,
+    Throttle,
+    bound_addresses,
+    client_ip,
+    descriptors_in_use,
+    format_address,
+    open_listeners,
+    raise_fd_limit,
+    ready_line,
+)
 from .liveness import Heartbeat
 from .mail import MailService, start_mail
 from .payload import Payload
@@ -33,6 +40,7 @@ from .session import Session
 from .stats import Snapshot, collect
 from .storage import StorageBridge, display_db
 from .transports import TcpTransport, WsTransport
+from .transports.http import FrontDoor
 
 log = logging.getLogger(__name__)
 #: The start-up line's logger. Scripts wait for that line at any
@@ -42,10 +50,10 @@ READY_LOG = logging.getLogger("livenotify.ready")
 if READY_LOG.level == logging.NOTSET:
     READY_LOG.setLevel(logging.INFO)
 
-#: WebSocket messages trio-websocket may read ahead of the session (its
-#: default is 1). At most this many times ``--max-message-bytes`` per
-#: connection waits in memory.
-WS_READ_AHEAD = 16
+#: At most REFUSAL_LOG_BURST "refuse ... too_many_connections" lines per
+#: REFUSAL_LOG_INTERVAL seconds.
+REFUSAL_LOG_INTERVAL = 1.0
+REFUSAL_LOG_BURST = 10
 
 
 class Server:
@@ -70,6 +78,8 @@ class Server:
         self._accept_scope = trio.CancelScope()
         #: Non-zero when the run did not end cleanly (writes not saved).
         self.exit_status = 0
+        self.front_door = FrontDoor(config, self._start_ws_session, self)
+        self._refusal_log = Throttle(REFUSAL_LOG_INTERVAL, REFUSAL_LOG_BURST)
 
     def request_shutdown(self, why: str) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -85,6 +95,7 @@ class Server:
     async def run(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is requested, then drain and return."""
         config = self.config
+        self._size_for_descriptors()
         # Bind first: a port in use fails at once, before any process starts.
         # Nothing is accepted until storage is ready.
         tcp = await open_listeners(config.host, config.port, config.idle_timeout)
@@ -133,6 +144,20 @@ class Server:
             return
         log.info("stopped")
 
+    def _size_for_descriptors(self) -> None:
+        """Raise the soft descriptor limit to the hard one, and lower the
+        connection cap to what is left after a reserve (so that
+        ``too_many_connections`` can always be said)."""
+        soft = raise_fd_limit()
+        room = soft - descriptors_in_use() - self.config.limits.fd_reserve
+        if self.admission.max_connections > room:
+            log.warning(
+                "max-connections lowered from %d to %d: the descriptor limit is %d "
+                "(raise it with ulimit -n)",
+                self.admission.max_connections, max(room, 1), soft,
+            )  # fmt: skip
+            self.admission.max_connections = max(room, 1)
+
     async def _start_services(self, root: trio.Nursery) -> None:
         """Storage first, then e-mail (which reads the storage outbox)."""
 
@@ -154,32 +179,18 @@ class Server:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        config = self.config
         self.tcp_port = int(tcp[0].socket.getsockname()[1])
         self.ws_port = int(ws[0].socket.getsockname()[1])
         for name in bound_addresses(tcp):
             log.info("listening tcp %s", name)
         for name in bound_addresses(ws):
             log.info("listening ws %s (ws://%s/)", name, name)
-        ws_server = WebSocketServer(
-            self._handle_ws,
-            ws,
-            handler_nursery=connections,
-            max_message_size=config.limits.max_message_bytes,
-            # Messages read ahead for the session: a burst from a publisher
-            # then reaches the hub one per scheduler round, which is what
-            # lets the coalescer batch it (see hub.delivery.Coalescer).
-            message_queue_size=WS_READ_AHEAD,
-            connect_timeout=config.handshake_timeout,
-            disconnect_timeout=2.0,
-        )
+        tcp_loop = AcceptLoop(self._handle_tcp, "tcp")
+        ws_loop = AcceptLoop(self._handle_front_door, "ws")
         with self._accept_scope:
             async with trio.open_nursery() as nursery:
-                serve_tcp = partial(
-                    trio.serve_listeners, self._handle_tcp, tcp, handler_nursery=connections
-                )
-                await nursery.start(serve_tcp)
-                await nursery.start(ws_server.run)
+                await nursery.start(tcp_loop.serve, tcp, connections)
+                await nursery.start(ws_loop.serve, ws, connections)
                 task_status.started()
 
     async def _drain(self, connections: trio.Nursery) -> None:
@@ -202,7 +213,7 @@ class Server:
             async for signum in signals:
                 self.request_shutdown(signal.Signals(signum).name)
 
-    async def _serve_session(self, session: Session, ip: str) -> None:
+    async def _serve_session(self, session: Session) -> None:
         self.sessions.add(session)
         if self._shutting_down:
             session.shutdown()
@@ -214,20 +225,54 @@ class Server:
             log.exception("session %s failed", session.transport.peer)
         finally:
             self.sessions.discard(session)
-            self.admission.release(ip)
             if self._shutting_down and not self.sessions:
                 self._drained.set()
 
-    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+    def _peer(self, stream: trio.SocketStream) -> tuple[str, str] | None:
+        """(client IP, "ip:port") of an accepted connection; None if it is gone."""
         try:
             sockaddr = stream.socket.getpeername()
         except OSError:
-            # Reset before we got to it (ENOTCONN): nothing to serve.
+            return None  # reset before we got to it (ENOTCONN)
+        return client_ip(str(sockaddr[0])), format_address(sockaddr)
+
+    def _log_refusal(self, kind: str, peer: str) -> None:
+        # A few lines per second at most: a flood must not flood the log too.
+        unlogged = self._refusal_log.due()
+        if unlogged is not None:
+            more = f" ({unlogged} more refused unlogged)" if unlogged else ""
+            log.warning("refuse %s %s: too_many_connections%s", kind, peer, more)
+
+    def _refusal_allowed(self) -> bool:
+        """Whether a refused connection may take a descriptor from the
+        reserve to be told why; otherwise it is closed at once."""
+        return self.admission.refusing < self.config.limits.fd_reserve // 2
+
+    async def _handle_tcp(self, stream: trio.SocketStream) -> None:
+        who = self._peer(stream)
+        if who is None:
             await stream.aclose()
             return
-        ip, peer = client_ip(str(sockaddr[0])), format_address(sockaddr)
+        ip, peer = who
         if not self.admission.admit(ip):
-            log.warning("refuse tcp %s: too_many_connections", peer)
+            await self._refuse_tcp(stream, peer)
+            return
+        try:
+            transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
+            session = Session(
+                self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat
+            )
+            await self._serve_session(session)
+        finally:
+            self.admission.release(ip)
+
+    async def _refuse_tcp(self, stream: trio.SocketStream, peer: str) -> None:
+        self._log_refusal("tcp", peer)
+        if not self._refusal_allowed():
+            await stream.aclose()
+            return
+        self.admission.refusing += 1
+        try:
             reply = protocol.Error(protocol.TOO_MANY_CONNECTIONS, "connection limit reached")
             with trio.move_on_after(1.0):
                 try:
@@ -235,57 +280,43 @@ class Server:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
             await stream.aclose()
-            return
-        transport = TcpTransport(stream, peer, self.config.limits.max_message_bytes)
-        session = Session(self.hub, self.config, transport, self.storage, heartbeat=self.heartbeat)
-        await self._serve_session(session, ip)
+        finally:
+            self.admission.refusing -= 1
 
-    async def _handle_ws(self, request: WebSocketRequest) -> None:
-        try:
-            remote = request.remote
-        except OSError:
-            # Reset before we got to it (ENOTCONN); trio-websocket closes
-            # the connection when the handler returns.
+    async def _handle_front_door(self, stream: trio.SocketStream) -> None:
+        """A connection on the WebSocket port: counted now, before any
+        handshake (see :mod:`livenotify.admission`), then HTTP or WebSocket."""
+        who = self._peer(stream)
+        if who is None:
+            await stream.aclose()
             return
-        if isinstance(remote, str):
-            ip = peer = remote
-        else:
-            ip = client_ip(str(remote.address))
-            peer = format_address((str(remote.address), remote.port))
-        events = _query_events(request.path, self.config.limits.max_events_per_message)
-        try:
-            ws = await request.accept()
-            if not self.admission.admit(ip):
-                log.warning("refuse ws %s: too_many_connections", peer)
-                with trio.move_on_after(1.0):
-                    await ws.aclose(1013, protocol.TOO_MANY_CONNECTIONS)
-                return
-        except ConnectionClosed:
-            return  # reset during the handshake
-        except Exception:
-            # Whatever else one handshake raises stays with it: the shared
-            # connections nursery must not see it.
-            log.exception("ws %s: handshake failed", peer)
+        ip, peer = who
+        if self.admission.admit(ip):
+            try:
+                await self.front_door.serve(stream, peer)
+            finally:
+                self.admission.release(ip)
             return
-        transport = WsTransport(ws, peer)
+        self._log_refusal("ws", peer)
+        if not self._refusal_allowed():
+            await stream.aclose()
+            return
+        self.admission.refusing += 1
+        try:
+            await self.front_door.serve(stream, peer, refuse=protocol.TOO_MANY_CONNECTIONS)
+        finally:
+            self.admission.refusing -= 1
+
+    async def _start_ws_session(self, transport: WsTransport, events: tuple[str, ...]) -> None:
         session = Session(
             self.hub, self.config, transport, self.storage, events, heartbeat=self.heartbeat
         )
-        await self._serve_session(session, ip)
+        await self._serve_session(session)
 
 
 def _close_all(listeners: list[trio.SocketListener]) -> None:
     for listener in listeners:
         listener.socket.close()
-
-
-def _query_events(path: str, limit: int) -> tuple[str, ...]:
-    """``/?events=a,b`` -> ("a", "b"); no ``events`` parameter -> ("*",)."""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-    if "events" not in query:
-        return (protocol.ALL_EVENTS,)
-    names = [n for value in query["events"] for n in value.split(",") if n]
-    return tuple(dict.fromkeys(names))[:limit]
 
 
 async def serve(

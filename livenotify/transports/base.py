@@ -49,7 +49,10 @@ class Transport(Protocol):
         ...
 
     async def send_all(self, data: bytes) -> None:
-        """Write already framed bytes; raise TransportClosed if the peer is gone."""
+        """Write already framed bytes; raise TransportClosed if the peer is
+        gone. (The WebSocket transport drops writes to a peer that reset
+        the connection instead, so that :meth:`receive` first returns what
+        the peer sent before it went; see transports/ws.py.)"""
         ...
 
     def ping_frame(self, waiter: PongWaiter) -> bytes | None:

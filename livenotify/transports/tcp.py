@@ -2,46 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-
 import trio
 
 from .. import protocol, reasons
 from ..payload import Payload
 from ..protocol import LineDecoder, ProtocolError
 from .base import PongWaiter, TransportClosed
+from .sockets import raw_send, raw_socket
 
 #: Bytes asked of the socket per read: large enough for a burst of commands,
 #: small enough that one connection's read buffer stays modest.
 RECEIVE_CHUNK = 16 * 1024
 #: How long a closing error line may take to write before we just hang up.
 CLOSE_WRITE_TIMEOUT = 1.0
-
-
-def raw_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """The stdlib socket under a Trio socket stream (None for TLS and others)."""
-    if isinstance(stream, trio.SocketStream):
-        raw = getattr(stream.socket, "_sock", None)
-        if isinstance(raw, socket.socket):
-            return raw
-    return None
-
-
-def raw_send(sock: socket.socket | None, data: bytes) -> int | None:
-    """One non-blocking ``send()``, outside Trio's ``send_all``.
-
-    Callers ensure no ``send_all`` is running on this stream. Errors return
-    None: the writer's next ``send_all`` meets the same error and ends the
-    connection properly.
-    """
-    if sock is None:
-        return None
-    try:
-        return sock.send(data)
-    except BlockingIOError:
-        return 0
-    except OSError:
-        return None
 
 
 class TcpTransport:

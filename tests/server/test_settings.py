@@ -13,8 +13,7 @@ import pytest
 from livenotify import settings
 from livenotify.config import Config, SlowPolicy
 from livenotify.settings import SettingError
-
-from .helpers import ROOT
+from tests.helpers import ROOT
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
@@ -184,12 +183,12 @@ def test_print_config_shows_values_and_origins(tmp_path: Path) -> None:
 
 
 def test_config_file_starts_a_server(tmp_path: Path) -> None:
-    from .helpers import running_server
+    from tests.helpers import running_server
 
     cfg = tmp_path / "livenotify.toml"
     cfg.write_text('events = ["alpha", "beta"]\n')
     with running_server("--config", str(cfg)) as server:
-        from .helpers import LineClient
+        from tests.helpers import LineClient
 
         client = LineClient("127.0.0.1", server.tcp_port)
         assert client.recv()["events"] == ["alpha", "beta"]

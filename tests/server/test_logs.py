@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 from livenotify import logs
-
-from .helpers import ROOT
+from tests.helpers import ROOT
 
 
 def test_json_formatter_carries_extra_fields() -> None:

@@ -19,7 +19,7 @@ from livenotify.config import Config
 from livenotify.history import EmbeddedLog, Position, Since
 from livenotify.storage import StorageBridge
 from tests.helpers import LineClient, running_server, serve_command
-from tests.test_storage import ODD_TEXT
+from tests.storage.test_storage import ODD_TEXT
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -33,6 +33,8 @@ def _admin() -> Any:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
+        if os.environ.get("LIVENOTIFY_REQUIRE_SERVICES"):  # CI: .ci/run starts one
+            pytest.fail(f"no PostgreSQL at {ADMIN_URL}: {exc}")
         pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {exc}")
 
 
