@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import h11
 
 from .. import protocol, web
+from ..backplane import BackendUnavailable
+from ..history import HistoryBusy
 from ..protocol import ProtocolError
 from ..ratelimit import TokenBucket
 
@@ -43,9 +45,9 @@ log = logging.getLogger(__name__)
 NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 BAD_REQUEST: Final = "bad_request"
-#: For Redis-backed publishing (the backplane): the publish was not accepted.
-BACKEND_UNAVAILABLE: Final = "backend_unavailable"
-BUSY: Final = "busy"
+#: The backplane refused the publish (the shared log is unreachable / full).
+BACKEND_UNAVAILABLE: Final = protocol.BACKEND_UNAVAILABLE
+BUSY: Final = protocol.BUSY
 
 #: The HTTP status of each error code; a code not listed here is a 400 (the
 #: client sent something we will not accept).
@@ -181,9 +183,15 @@ async def publish(app: App, request: Request) -> Response:
         fields = _fields(request, config.limits)
     except ProtocolError as exc:
         return error_response(exc.code, exc.message)
-    # The hub's publish path, as a session's publish takes.
-    notification_id, delivered = hub.publish(event, fields)
-    reply = protocol.Published(event, notification_id, delivered)
+    # The hub's publish path, as a session's publish takes; a log that
+    # cannot take it refuses it (nothing was delivered): 503.
+    try:
+        sent = await hub.publish(event, fields)
+    except HistoryBusy:
+        return error_response(BUSY, "the notification log is busy; try again")
+    except BackendUnavailable:
+        return error_response(BACKEND_UNAVAILABLE, "the backend is unavailable; try again")
+    reply = protocol.Published(event, sent.id, sent.delivered, sent.offset)
     return Response(200, protocol.encode_server(reply).encode())
 
 
