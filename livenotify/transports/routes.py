@@ -154,6 +154,14 @@ async def health(app: App, request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+async def ready(app: App, request: Request) -> Response:
+    """``GET /ready``: 200 while this process can publish (its backplane
+    reaches the shared log), else 503 with the same JSON."""
+    state = app.hub.backplane.ready()
+    body = {"status": "ok" if state.get("ok") else "unavailable", "backplane": state}
+    return json_response(body, 200 if state.get("ok") else 503)
+
+
 async def publish(app: App, request: Request) -> Response:
     """``POST /publish/<event>``: the body (a JSON object's fields, or text
     as ``message``) to every subscriber of the event, as a seed-form message
@@ -232,6 +240,7 @@ class Route:
 ROUTES: list[Route] = [
     *(Route("GET", path, page) for path in sorted(web.PATHS)),
     Route("GET", "/health", health),
+    Route("GET", "/ready", ready),
     Route("POST", "/publish/", publish, prefix=True),
 ]
 
