@@ -69,6 +69,9 @@ RETRY_MAX = 2.0
 #: ``delivered`` count and so the publisher's ``published`` follows the
 #: notification, as with one process); after that it answers anyway.
 DELIVERY_WAIT = 5.0
+#: A ``since`` ahead of this process's reader (seen on a faster process)
+#: waits this long for the reader to get there before it is not exact.
+CATCH_UP_WAIT = 2.0
 
 #: KEYS: epoch, offset, stream. ARGV: fresh epoch, max length (0: none),
 #: the notification's JSON text without its closing ``}``, event, id, time.
@@ -166,6 +169,8 @@ class RedisBackplane:
         self._up = False
         self._deliver: Deliver | None = None
         self._pending: dict[str, _Pending] = {}
+        #: Set (and replaced) whenever the reader delivered more.
+        self._advanced = trio.Event()
         #: Epoch changes seen since start (a Redis that lost its data).
         self.epoch_changes = 0
 
@@ -275,6 +280,9 @@ class RedisBackplane:
                 self._epoch, self._head = epoch, 0
                 continue
             self._deliver_batch(deliver, batch)
+            if batch:
+                self._advanced.set()
+                self._advanced = trio.Event()
 
     def _deliver_batch(self, deliver: Deliver, batch: list[tuple[str, dict[str, str]]]) -> None:
         for entry_id, fields in batch:
@@ -322,8 +330,13 @@ class RedisBackplane:
         """From the stream, up to what this process delivered (later entries
         reach the subscriber live). Exact only in the same epoch with the
         stream still reaching back to ``since + 1``."""
-        epoch, head = self._epoch, self._head
         pos = since.position
+        if pos is not None and pos.epoch == self._epoch and pos.offset > self._head:
+            # Seen on a process whose reader is ahead of ours: catch up.
+            with trio.move_on_after(CATCH_UP_WAIT):
+                while self._head < pos.offset and self._epoch == pos.epoch:
+                    await self._advanced.wait()
+        epoch, head = self._epoch, self._head
         if pos is not None:
             if pos.epoch != epoch or pos.offset > head:
                 return Replay(False, [])

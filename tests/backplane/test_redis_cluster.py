@@ -156,11 +156,18 @@ async def test_history_is_shared_across_processes(prefix: str) -> None:
                 assert not stale.recovered and stale.entries == []
                 everything = await third.history(Since(), ["*"])
                 assert everything.recovered and len(everything.entries) == 6
+                # A position this process's reader has not reached yet (seen
+                # on a faster process) is waited for, not refused.
+                fresh = publish(pub, CREATED, {"n": 6})  # blocks: no checkpoint here
+                assert third.position.offset == 6
+                ahead = await third.history(Since(Position(epoch, fresh["offset"])), ["*"])
+                assert ahead.recovered and ahead.entries == []
+                assert notifications(sub_b, 1)[0]["id"] == fresh["id"]
                 # Its publishes reach the servers' subscribers at the next offset.
                 sent = await third.publish(CREATED, {"from": "third"})
-                assert sent.offset == 7
+                assert sent.offset == 8
                 assert notifications(sub_b, 1)[0]["id"] == sent.id
-                assert [e.offset for e in delivered] == [7]
+                assert [e.offset for e in delivered] == [7, 8]
                 nursery.cancel_scope.cancel()
         third.close()
         sub_b.close()
