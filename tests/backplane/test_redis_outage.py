@@ -24,7 +24,7 @@ from tests.backplane.services import (
     publish,
     subscriber,
 )
-from tests.helpers import LineClient, ServerProcess
+from tests.helpers import LineClient, ServerProcess, running_server
 
 CREATED = "furniture_created"
 
@@ -110,3 +110,10 @@ async def test_redis_back_empty_is_a_new_epoch(tmp_path: Path) -> None:
         plane.close()
         with LineClient("127.0.0.1", a.tcp_port) as late:
             assert late.recv()["position"] == f"{new['epoch']}:1"
+
+
+def test_ready_of_a_single_process() -> None:
+    with running_server() as server:
+        status, body = request(server, "GET", "/ready")
+        assert status == 200 and body["status"] == "ok"
+        assert body["backplane"]["kind"] == "local" and body["backplane"]["ok"] is True
