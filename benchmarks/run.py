@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,10 +234,16 @@ class Server:
 
 @contextlib.contextmanager
 def livenotify(
-    cores: set[int] | None, slow_policy: str = "disconnect", queue_size: int = 1024
+    cores: set[int] | None,
+    slow_policy: str = "disconnect",
+    queue_size: int = 1024,
+    extra: Sequence[str] = (),
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[Server]:
+    """A livenotify server; ``extra`` flags, and (ws, tcp) ``ports`` to
+    share with another process (``--reuse-port``)."""
     with tempfile.TemporaryDirectory(prefix="lnbench-") as tmp:
-        ws_port, tcp_port = _free_port(), _free_port()
+        ws_port, tcp_port = ports or (_free_port(), _free_port())
         argv = [
             PYTHON,
             "-m",
@@ -268,6 +274,7 @@ def livenotify(
             "30000",
             "--log-level",
             "WARNING",
+            *extra,
         ]
         server = Server("livenotify", argv, ws_port, tcp_port, cores)
         try:
@@ -724,7 +731,7 @@ def machine() -> dict[str, Any]:
 # -- main ---------------------------------------------------------------------
 
 
-SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow", "http", "sse", "replay")
+SCENARIOS = ("fanout", "latency", "tcp", "idle", "slow", "http", "sse", "replay", "scaleout")
 #: Notifications the replay scenario has one subscriber catch up on.
 REPLAY_COUNT = 10_000
 
@@ -937,10 +944,18 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.replay import replay
 
             note(Row("replay", "livenotify", 1, "tcp", replay(srv, REPLAY_COUNT)))
+    scale_rows: list[dict[str, Any]] = []
+    if "scaleout" in only:
+        from benchmarks import scaleout  # it imports this module
+
+        size = (200, 200) if args.quick else (scaleout.SUBSCRIBERS, scaleout.MESSAGES)
+        scale_rows = scaleout.scenario(server_cores, gen_cores, *size)
+        print()
+        print(scaleout.table(scale_rows))
 
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    text = table(rows)
+    text = table(rows) if rows else ""
     print()
     print(text)
     info["loadavg_at_end"] = os.getloadavg()
@@ -953,11 +968,13 @@ def main(argv: list[str] | None = None) -> int:
         "server_cores": sorted(server_cores or []),
         "generator_cores": sorted(gen_cores or []),
         "rows": [r.to_json() for r in rows],
+        "scaleout": scale_rows,
     }
     out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
     out.write_text(json.dumps(doc, indent=2))
     png = out.with_suffix(".png")
-    chart(rows, png)
+    if rows:
+        chart(rows, png)
     if not args.quick and {"fanout", "latency"} <= only and len(servers) == 2:
         shutil.copyfile(png, CHART)
     for r in rows:
@@ -969,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"subscribed reply after {f['reply_ms']:.1f} ms)"
             )
     print(
-        f"\nresults: {out.relative_to(ROOT)}, chart: {png.relative_to(ROOT)}"
+        f"\nresults: {out.relative_to(ROOT)}, chart: {png.relative_to(ROOT) if rows else '-'}"
         f"  ({time.time() - started:.0f}s)"
     )
     return 0

@@ -153,6 +153,25 @@ def _event_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+#: URL schemes redis-py opens (``--backend``).
+BACKEND_SCHEMES: tuple[str, ...] = ("redis", "rediss", "unix")
+
+
+def _backend(text: str | None) -> str | None:
+    if text is None or not text.strip():
+        return None
+    scheme, sep, rest = text.strip().partition("://")
+    if not sep or scheme.lower() not in BACKEND_SCHEMES or not rest:
+        raise ValueError("expected redis://host:port/db (or rediss://, unix://)")
+    return text.strip()
+
+
+def _prefix(text: str) -> str:
+    if not text or len(text) > 64 or not all(c.isalnum() or c in "-_.:" for c in text):
+        raise ValueError("1-64 letters, digits or - _ . :")
+    return text
+
+
 class SlowPolicy(StrEnum):
     """What the hub does when a subscriber's queue is full."""
 
@@ -347,4 +366,14 @@ class Config:
     mail_worker_check: float = setting(
         15.0, "seconds between checks that a mail worker is connected", lo=0.5, hi=3600
     )
+    #: The shared log of several processes (``redis://host:6379/0``); unset:
+    #: this process alone, over the embedded log.
+    backend: str | None = setting(
+        None, "redis:// URL: run as one of several processes sharing it", check=_backend,
+        secret=True,
+    )  # fmt: skip
+    #: Prefix of every Redis key of the backend (several deployments, one Redis).
+    backend_prefix: str = setting("livenotify", "prefix of the backend's Redis keys", check=_prefix)
+    #: SO_REUSEPORT on the listening sockets: processes on one machine share ports.
+    reuse_port: bool = setting(False, "share the ports with other processes (SO_REUSEPORT)")
     limits: Limits = field(default_factory=Limits)

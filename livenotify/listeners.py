@@ -52,11 +52,19 @@ def _configure(sock: trio.socket.SocketType, keepalive_idle: float) -> None:
 
 
 async def _bind(
-    family: int, address: Any, keepalive_idle: float, *, dual_stack: bool = False
+    family: int,
+    address: Any,
+    keepalive_idle: float,
+    *,
+    dual_stack: bool = False,
+    reuse_port: bool = False,
 ) -> trio.SocketListener:
     sock = trio.socket.socket(family, _socket.SOCK_STREAM)
     try:
         _configure(sock, keepalive_idle)
+        if reuse_port:
+            # Several processes share the port; the kernel spreads accepts.
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         if family == _socket.AF_INET6:
             sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0 if dual_stack else 1)
         await sock.bind(address)
@@ -72,17 +80,27 @@ async def _bind(
     return trio.SocketListener(sock)
 
 
-async def open_listeners(host: str, port: int, keepalive_idle: float) -> list[trio.SocketListener]:
-    """Listen on ``host``:``port`` as described in the module docstring."""
+async def open_listeners(
+    host: str, port: int, keepalive_idle: float, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """Listen on ``host``:``port`` as described in the module docstring;
+    ``reuse_port`` sets ``SO_REUSEPORT`` (several processes, one port)."""
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         ip = None
     if ip is not None:
         if ip.version == 4:
-            return [await _bind(_socket.AF_INET, (str(ip), port), keepalive_idle)]
+            return [
+                await _bind(_socket.AF_INET, (str(ip), port), keepalive_idle, reuse_port=reuse_port)
+            ]
         dual = ip == ipaddress.IPv6Address("::")
-        return [await _bind(_socket.AF_INET6, (str(ip), port), keepalive_idle, dual_stack=dual)]
+        return [
+            await _bind(
+                _socket.AF_INET6, (str(ip), port), keepalive_idle,
+                dual_stack=dual, reuse_port=reuse_port,
+            )
+        ]  # fmt: skip
     try:
         infos = await trio.socket.getaddrinfo(
             host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
@@ -99,7 +117,7 @@ async def open_listeners(host: str, port: int, keepalive_idle: float) -> list[tr
             seen.add(key)
             # With port 0, every address shares the port the first one got.
             address = (sockaddr[0], port or _port(listeners), *sockaddr[2:])
-            listeners.append(await _bind(family, address, keepalive_idle))
+            listeners.append(await _bind(family, address, keepalive_idle, reuse_port=reuse_port))
     except BaseException:
         for listener in listeners:
             listener.socket.close()

@@ -10,7 +10,8 @@
   (a stopped or wedged writer does not) and its backlog is not full;
 - mail: the dispatcher's view of the Celery broker (reachable at its last
   hand-off);
-- backplane: one process has none (``local``, always ok);
+- backplane: the hub's backplane (``local``: always ok; ``redis``: while
+  the shared log answers);
 - canary: a probe notification on a reserved event, delivered through the
   hub's per-subscriber path (direct write, coalescer, queue) to an internal
   subscriber and seen back within :data:`DEADLINE`. It takes no offset, is
@@ -96,6 +97,8 @@ class ReadySource(Protocol):
     def mail(self) -> MailService | None: ...
     @property
     def canary(self) -> Canary: ...
+    @property
+    def hub(self) -> Hub: ...
 
 
 async def _storage(app: ReadySource, deadline: float) -> dict[str, Any]:
@@ -153,7 +156,7 @@ async def check(app: ReadySource, deadline: float = DEADLINE) -> tuple[bool, dic
         nursery.start_soon(storage)
         nursery.start_soon(canary)
     parts["mail"] = _mail(app)
-    parts["backplane"] = {"ok": True, "kind": "local", "lag": 0}
+    parts["backplane"] = app.hub.backplane.ready()
     ok = all(part["ok"] for part in parts.values())
     ordered = {k: parts[k] for k in ("storage", "mail", "backplane", "canary")}
     return ok, ordered

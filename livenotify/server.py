@@ -19,6 +19,7 @@ from . import protocol, tls
 from .access import Authority, Grant
 from .admission import Admission
 from .backplane import LocalBackplane
+from .backplane.redis import RedisBackplane
 from .config import Config
 from .console import Console
 from .history import EmbeddedLog
@@ -78,6 +79,7 @@ class Server:
         self.sessions: set[Session] = set()
         self.storage: StorageBridge | None = None
         self.history: EmbeddedLog | None = None
+        self.backplane: RedisBackplane | None = None
         self.mail: MailService | None = None
         #: Double opt-in and the registration limits, shared by the sessions.
         self.optin = OptIn(config)
@@ -113,9 +115,12 @@ class Server:
         self._size_for_descriptors()
         # Bind first: a port in use fails at once, before any process starts.
         # Nothing is accepted until storage is ready.
-        tcp = await open_listeners(config.host, config.port, config.idle_timeout)
+        reuse = config.reuse_port
+        tcp = await open_listeners(config.host, config.port, config.idle_timeout, reuse_port=reuse)
         try:
-            ws = await open_listeners(config.host, config.ws_port, config.idle_timeout)
+            ws = await open_listeners(
+                config.host, config.ws_port, config.idle_timeout, reuse_port=reuse
+            )
         except BaseException:
             _close_all(tcp)
             raise
@@ -185,8 +190,14 @@ class Server:
         self.storage = storage
         # The log takes every publish before it is delivered (its offset),
         # and its storage write feeds the e-mail outbox.
-        self.history = EmbeddedLog(self.config, storage)
-        self.hub.use(LocalBackplane(self.history))
+        if self.config.backend:
+            # Several processes: the log is Redis's; this storage gets the
+            # notifications published here (their mail rows) only.
+            self.backplane = RedisBackplane(self.config, storage)
+            self.hub.use(self.backplane)
+        else:
+            self.history = EmbeddedLog(self.config, storage)
+            self.hub.use(LocalBackplane(self.history))
         self.hub.add_observer(self.metrics.on_publish)
         await root.start(self.hub.run_backplane)
         await root.start(self.metrics.run)

@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 BAD_REQUEST: Final = "bad_request"
+#: The backplane refused the publish (the shared log is unreachable / full).
 BACKEND_UNAVAILABLE: Final = protocol.BACKEND_UNAVAILABLE
 BUSY: Final = protocol.BUSY
 

@@ -53,8 +53,11 @@ BAD_FLAGS = [
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--port"], "--port: expected one argument"),
     (["--port", "18888", "--ws-port", "18888"], "--port and --ws-port are both 18888"),
+    (["--backend", "http://cache:6379"], "--backend: expected redis://host:port/db"),
+    (["--backend-prefix", "a b"], "--backend-prefix: 1-64 letters, digits"),
 ]
 BAD_ENV = [
+    ({"LIVENOTIFY_BACKEND": "redis:/x"}, "LIVENOTIFY_BACKEND: expected redis://host:port/db"),
     ({"LIVENOTIFY_PORT": "70000"}, "LIVENOTIFY_PORT: 70000 is out of range 0..65535"),
     ({"LIVENOTIFY_LOG_LEVEL": "loud"}, "LIVENOTIFY_LOG_LEVEL: 'loud' is not one of"),
     ({"LIVENOTIFY_QUEUE_SIZE": "0"}, "LIVENOTIFY_QUEUE_SIZE: 0 is out of range"),
@@ -207,3 +210,11 @@ def test_readme_table_is_the_generated_one() -> None:
     assert readme[start:end].strip() == settings.markdown_table(), (
         "README's settings table is stale: regenerate it with python -m livenotify.settings"
     )
+
+
+def test_backend_and_reuse_port() -> None:
+    config, _ = parse(["--reuse-port"], {"LIVENOTIFY_BACKEND": "redis://cache:6379/2"})
+    assert config.backend == "redis://cache:6379/2" and config.reuse_port
+    assert config.backend_prefix == "livenotify"
+    default, _ = parse([])
+    assert default.backend is None and not default.reuse_port
