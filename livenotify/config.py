@@ -270,6 +270,13 @@ class Config:
     #: WebSocket: seconds between liveness pings; a ping unanswered for as
     #: long again closes the connection. TCP: the keepalive idle time.
     idle_timeout: float = setting(60.0, "seconds between liveness probes", lo=0.1, hi=MAX_SECONDS)
+    #: A TCP connection that has no subscription and sends nothing for this
+    #: long is closed (``idle_timeout``): it holds a descriptor and a slot
+    #: for nothing. Subscribers may stay silent for ever. 0: never.
+    tcp_idle_timeout: float = setting(
+        300.0, "seconds a TCP connection with no subscription may stay silent (0: for ever)",
+        lo=0, hi=MAX_SECONDS,
+    )  # fmt: skip
     #: Seconds a client has to finish the WebSocket opening handshake.
     handshake_timeout: float = setting(
         10.0, "WebSocket handshake deadline in seconds", lo=0.1, hi=3600

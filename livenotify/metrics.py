@@ -82,6 +82,8 @@ class _SnapshotCollector(Collector):
             ("dropped", "Deliveries dropped by the slow-consumer policy", snap.dropped),
             ("refused", "Client messages refused with an error", snap.refused),
             ("throttled", "Reads held back by the rate limit", snap.throttled),
+            ("refused_connections", "Connections refused at accept (too_many_connections)",
+             snap.refused_connections),
         )  # fmt: skip
         for name, doc, value in counters:
             yield CounterMetricFamily(f"livenotify_{name}", doc, value=value)

@@ -70,7 +70,12 @@ REASONS: Final[Mapping[str, Reason]] = {
         Reason(EOF, _NORMAL, "the connection was closed", quiet=True),
         Reason(EXIT, _NORMAL, "the client asked to leave", quiet=True),
         Reason(SHUTTING_DOWN, _GOING_AWAY, "the server is shutting down", quiet=True),
-        Reason(IDLE_TIMEOUT, _GOING_AWAY, "no answer to the liveness ping", quiet=False),
+        Reason(
+            IDLE_TIMEOUT,
+            _GOING_AWAY,
+            "idle: no answer to the liveness ping, or silent with no subscription",
+            quiet=False,
+        ),
         Reason(
             SLOW_CONSUMER,
             _POLICY,

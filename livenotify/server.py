@@ -271,6 +271,7 @@ class Server:
         return client_ip(str(sockaddr[0])), format_address(sockaddr)
 
     def _log_refusal(self, kind: str, peer: str) -> None:
+        self.hub.stats.refused_connections += 1
         # A few lines per second at most: a flood must not flood the log too.
         unlogged = self._refusal_log.due()
         if unlogged is not None:

@@ -287,7 +287,15 @@ class Session(Enrolment):
             # refused ones too: garbage must not be a way around the limit.
             if await self._bucket.acquire():
                 stats.throttled += 1
-            item = await transport.receive()
+            # A TCP connection with nothing subscribed that stays silent only
+            # holds a slot: it is closed after --tcp-idle-timeout.
+            deadline = math.inf
+            if human and self.config.tcp_idle_timeout and not self.sub.events:
+                deadline = trio.current_time() + self.config.tcp_idle_timeout
+            with trio.move_on_at(deadline) as idle:
+                item = await transport.receive()
+            if idle.cancelled_caught:
+                return reasons.IDLE_TIMEOUT
             if item is None:
                 await self._replies.accepted()
                 return reasons.EOF

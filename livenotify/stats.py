@@ -88,6 +88,8 @@ class Snapshot:
     #: Messages refused with an error, and reads held back by the rate limit.
     refused: int = 0
     throttled: int = 0
+    #: Connections refused at accept (``too_many_connections``).
+    refused_connections: int = 0
 
     def line(self) -> str:
         """One line of counters, ``key=value`` separated by spaces."""
@@ -99,6 +101,9 @@ class Snapshot:
             "messages_out": self.messages_out,
             "published": self.published,
             "dropped": self.dropped,
+            "refused": self.refused,
+            "throttled": self.throttled,
+            "refused_connections": self.refused_connections,
         }
         parts.update({f"storage_{k}": v for k, v in self.storage.items()})
         if self.mail is not None:
@@ -160,4 +165,5 @@ def collect(
         ),
         refused=stats.refused,
         throttled=stats.throttled,
+        refused_connections=stats.refused_connections,
     )

@@ -53,6 +53,8 @@ class HubStats:
     refused: int = 0
     #: Reads held back by the rate limit until the bucket refilled.
     throttled: int = 0
+    #: Connections refused at accept (``too_many_connections``).
+    refused_connections: int = 0
     disconnects: Counter[str] = field(default_factory=Counter)
 
 

@@ -10,6 +10,7 @@ import socket
 import threading
 from typing import Any
 
+import pytest
 from websockets.sync.client import connect
 
 from tests.helpers import LineClient, running_server
@@ -155,3 +156,30 @@ def test_slow_websocket_handshake_is_dropped() -> None:
         # The listener is unaffected.
         with connect(f"ws://127.0.0.1:{srv.ws_port}/") as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+
+
+def test_a_silent_tcp_connection_with_no_subscription_is_closed_subscribers_stay() -> None:
+    # An idle connection that subscribed to nothing only holds a slot and a
+    # descriptor (issue 13): it is closed; a silent subscriber is not.
+    with running_server("--tcp-idle-timeout", "0.5") as srv:
+        idle = LineClient("127.0.0.1", srv.tcp_port, timeout=10)
+        listener = LineClient("127.0.0.1", srv.tcp_port, timeout=10)
+        assert idle.recv()["type"] == "welcome"
+        assert listener.recv()["type"] == "welcome"
+        listener.send_line("subscribe furniture_created")
+        listener.recv_type("subscribed")
+        # The server ends the idle one on its own: an error line, then EOF.
+        error = idle.recv()
+        assert (error["type"], error["code"]) == ("error", "idle_timeout"), error
+        with pytest.raises(EOFError):
+            idle.recv()
+        srv.wait_log(r"disconnect tcp \S+ #\d+ reason=idle_timeout")
+        # Well past the timeout, the silent subscriber still gets notifications.
+        with LineClient("127.0.0.1", srv.tcp_port) as publisher:
+            publisher.recv()
+            publisher.send({"type": "publish", "event": "furniture_created", "data": {"n": 1}})
+            publisher.recv_type("published")
+        got = listener.recv_type("furniture_created")
+        assert got["data"] == {"n": 1}
+        idle.close()
+        listener.close()
