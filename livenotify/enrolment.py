@@ -77,10 +77,10 @@ class Enrolment:
         sub = self.sub
         self.hub.begin_recovery(sub)  # before subscribing: no live one slips past
         self.hub.subscribe(sub, events)
-        self._replayer = Replayer(self.hub, sub)
-        try:
-            await self._replayer.run(since, events, answer)
-        finally:
+        replayer = self._replayer = Replayer(self.hub, sub)
+        await replayer.run(since, events, answer)
+        if not replayer.cut:
+            # Cut short, it stays: the resume position starts at its floor.
             self._replayer = None
 
     async def _register(self, email: str, resume: bool = False) -> None:
@@ -114,7 +114,9 @@ class Enrolment:
         self._emails.add(email)
         sub.email = email
         # Events dropped from the catalog since stay stored but are not live.
-        restored = [e for e in stored if self.hub.is_known(e)]
+        # A private one only with this connection's grant: anyone may
+        # register any address.
+        restored = [e for e in stored if self.hub.is_known(e) and self._may_subscribe(e)]
         self._explicit.update(restored)
         log.info(
             "register #%d %s restored=%d confirmed=%s resume=%s",

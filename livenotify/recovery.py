@@ -43,11 +43,14 @@ class Replayer:
         self.hub = hub
         self.sub = sub
         self.floor = 0
+        #: The connection ended while replaying: :attr:`floor` stays.
+        self.cut = False
 
     async def run(self, since: Since | None, events: Collection[str], answer: Answer) -> None:
         """Replay ``events`` after ``since`` (None: nothing to resume from:
         ``recovered`` false, nothing replayed), then the live backlog."""
         hub, sub = self.hub, self.sub
+        done = False
         try:
             replay = Replay(False, [])
             if since is not None:
@@ -55,22 +58,45 @@ class Replayer:
                     replay = await hub.backplane.history(since, events)
                 except (StorageBusy, BackendUnavailable) as exc:
                     log.warning("replay #%d: history unreadable: %s", sub.id, exc)
-            entries = replay.entries
+            # History knows nothing of grants: a private event the connection
+            # may not receive is never replayed (its live copy is withheld).
+            entries = [e for e in replay.entries if hub.may_receive(sub, e.event)]
+            if entries:
+                # Until they are queued, a cut connection resumes from here.
+                self.floor = entries[0].offset
             await answer(protocol.Recovery(replay.recovered, len(entries)), str(hub.position))
             replayed = {e.offset for e in entries}
-            old = [Payload(e.text, e.offset) for e in entries]
-            live = [p for p in hub.take_buffered(sub) if p.offset not in replayed]
-            if old:
-                self.floor = old[0].offset
-            await self._queue(heapq.merge(old, live, key=_offset))
+            # What the client already had (a since ahead of a slower
+            # process's reader is delivered live meanwhile) is not sent again.
+            after = 0
+            position = since.position if since is not None else None
+            if position is not None and position.epoch == hub.position.epoch:
+                after = position.offset
+
+            def fresh(payloads: Iterable[Payload]) -> Iterable[Payload]:
+                return (p for p in payloads if p.offset > after and p.offset not in replayed)
+
+            old = (Payload(e.text, e.offset) for e in entries)
+            live = list(fresh(hub.take_buffered(sub)))
+            if not await self._queue(heapq.merge(old, live, key=_offset)):
+                return
             while more := hub.take_buffered(sub):
-                await self._queue(p for p in more if p.offset not in replayed)
+                if not await self._queue(fresh(more)):
+                    return
             # No checkpoint since the buffer was seen empty: nothing is lost.
+            done = True
         finally:
-            self.floor = 0
+            if done:
+                self.floor = 0
+            else:
+                floors = (self.floor, hub.buffered_floor(sub))
+                self.floor = min((f for f in floors if f), default=0)
+                self.cut = True
             hub.end_recovery(sub)
 
-    async def _queue(self, payloads: Iterable[Payload]) -> None:
+    async def _queue(self, payloads: Iterable[Payload]) -> bool:
+        """Queue ``payloads`` in order; False when the connection ended first
+        (:attr:`floor` is then the first one not queued)."""
         sub, stats = self.sub, self.hub.stats
         for payload in payloads:
             self.floor = payload.offset
@@ -79,9 +105,10 @@ class Replayer:
                     # The client's own backpressure, not the slow-consumer policy.
                     await sub.outbox.put(payload)
             except trio.ClosedResourceError:
-                return  # the connection is ending
+                return False  # the connection is ending
             sub.delivered += 1
             stats.messages_out += 1
+        return True
 
 
 def _offset(payload: Payload) -> int:

@@ -156,6 +156,8 @@ class Server:
                 if scope.cancelled_caught:
                     log.warning("storage did not flush within %.1fs", config.grace_period)
             root.cancel_scope.cancel()
+        if self.backplane is not None:
+            self.backplane.close()  # its Redis connections
         if self.storage is not None and self.storage.lost:
             # Clients may have been told these were stored (published):
             # a supervisor must see that this stop was not clean.

@@ -25,6 +25,7 @@ from . import protocol, reasons
 from .access import ANONYMOUS, Authority, Grant
 from .config import Config
 from .enrolment import Enrolment
+from .history import Since
 from .hub import Hub, Subscriber
 from .liveness import Heartbeat, Probe
 from .optin import OptIn
@@ -204,12 +205,19 @@ class Session(Enrolment):
             # A private event in ?events= needs the upgrade's token.
             refused = [e for e in known if not self._may_subscribe(e)]
             allowed = [e for e in known if e not in refused]
-            since = None
+            since: Since | None = None
+            bad_since: ProtocolError | None = None
             if self._initial_since is not None:
                 try:
                     since = since_now(protocol.check_since(self._initial_since))
                 except ProtocolError as exc:
-                    await self._replies.refuse(exc)
+                    # As a ``subscribe`` with a bad since: nothing subscribed.
+                    bad_since = exc
+            if since is None and bad_since is None:
+                # Live at once: nothing published during the replies below is missed.
+                self.hub.subscribe(self.sub, allowed)
+            if bad_since is not None:
+                await self._replies.refuse(bad_since)
             if unknown:
                 await self._replies.refuse(unknown_events(unknown, self.hub.catalog))
             if refused:
@@ -217,9 +225,7 @@ class Session(Enrolment):
                     self.access.check_subscribe(refused, self._grant)
                 except ProtocolError as exc:
                     await self._replies.refuse(exc)
-            if since is None:
-                self.hub.subscribe(self.sub, allowed)
-            else:
+            if since is not None:
                 await self._subscribe_since(allowed, since)
 
     def _start_writer(self) -> None:

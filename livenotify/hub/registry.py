@@ -238,6 +238,18 @@ class Hub:
         self.coalescer.touch()
         return delivered
 
+    def may_receive(self, sub: Subscriber, event: str) -> bool:
+        """Whether ``sub`` gets ``event`` by its subscriptions and grant (the
+        filter :meth:`deliver` applies, for a replay)."""
+        if event in sub.events:
+            return True
+        if protocol.ALL_EVENTS not in sub.events:
+            return False
+        if event not in self.private:
+            return True
+        reader = self._readers.get(sub)
+        return reader is not None and reader(event)
+
     def _everyone(self, event: str) -> Iterable[Subscriber]:
         """The subscribers of ``*`` that get ``event``."""
         everyone: Iterable[Subscriber] = self._by_event.get(protocol.ALL_EVENTS, ())
@@ -252,23 +264,28 @@ class Hub:
         """:meth:`deliver` while some subscriber recovers (rare: kept off the
         fast path). A recovering subscriber's deliveries are buffered."""
         recovering = self._recovering
-        delivered = 0
-        targets = [s for s in self._everyone(event) if s is not exclude]
-        targets += [
-            s
-            for s in self._by_event.get(event, ())
-            if s is not exclude and protocol.ALL_EVENTS not in s.events
-        ]
-        for sub in targets:
+        delivered = buffered = 0
+
+        def offer(sub: Subscriber) -> int:
+            nonlocal buffered
             buffer = recovering.get(sub)
             if buffer is None:
-                delivered += self._offer(sub, payload)
-            elif len(buffer) < self.config.queue_size:
+                return self._offer(sub, payload)
+            if len(buffer) < self.config.queue_size:
                 buffer.append(payload)
-                delivered += 1
-            else:
-                self._refused(sub)
-        self.stats.messages_out += delivered
+                buffered += 1
+                return 1
+            self._refused(sub)
+            return 0
+
+        for sub in self._everyone(event):
+            if sub is not exclude:
+                delivered += offer(sub)
+        for sub in self._by_event.get(event, ()):
+            if sub is not exclude and protocol.ALL_EVENTS not in sub.events:
+                delivered += offer(sub)
+        # A buffered one is counted out when the replay queues it.
+        self.stats.messages_out += delivered - buffered
         self.coalescer.touch()
         return delivered
 

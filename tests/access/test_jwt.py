@@ -289,3 +289,44 @@ def test_terminal_client_token(server: ServerProcess) -> None:
     assert {"type": "subscribed", "events": [PRIVATE]} in granted, granted
     refused = run()
     assert any(m.get("code") == "forbidden" for m in refused), refused
+
+
+def test_a_replay_never_carries_a_private_event_the_connection_was_not_granted(
+    server: ServerProcess,
+) -> None:
+    # History knows no grants: a resume on "*" must filter as live delivery does.
+    with ws_connect(f"ws://127.0.0.1:{server.ws_port}/", open_timeout=10) as first:
+        head = json.loads(first.recv(timeout=10))["position"]  # E:N before these
+    publish(server, PUBLIC, n=1)
+    publish(server, PRIVATE, secret=1)
+    publish(server, PUBLIC, n=2)
+    with ws_connect(f"ws://127.0.0.1:{server.ws_port}/?since={head}", open_timeout=10) as anonymous:
+        assert json.loads(anonymous.recv(timeout=10))["type"] == "welcome"
+        subscribed = json.loads(anonymous.recv(timeout=10))
+        assert subscribed["type"] == "subscribed" and subscribed["replayed"] == 2, subscribed
+        got = [json.loads(anonymous.recv(timeout=10)) for _ in range(2)]
+        assert [(n["type"], n.get("n")) for n in got] == [(PUBLIC, 1), (PUBLIC, 2)]
+    granted = token(subscribe=[PRIVATE], ttl=60)
+    with ws_connect(
+        f"ws://127.0.0.1:{server.ws_port}/?since={head}&token={granted}", open_timeout=10
+    ) as allowed:
+        assert json.loads(allowed.recv(timeout=10))["type"] == "welcome"
+        assert json.loads(allowed.recv(timeout=10))["replayed"] == 3
+        types = [json.loads(allowed.recv(timeout=10))["type"] for _ in range(3)]
+        assert types == [PUBLIC, PRIVATE, PUBLIC]
+
+
+def test_a_stored_private_subscription_comes_back_only_with_a_grant(server: ServerProcess) -> None:
+    # Anyone may register any address: what it restores is checked again.
+    with tcp(server) as owner:
+        owner.send_line(f"auth {token(subscribe=[PRIVATE], ttl=60)}")
+        owner.recv_type("authenticated")
+        owner.send_line("register boss@example.com")
+        owner.recv_type("registered")
+        owner.send({"type": "subscribe", "events": [PUBLIC, PRIVATE]})
+        assert owner.recv_type("subscribed")["events"] == sorted([PUBLIC, PRIVATE])
+    with tcp(server) as stranger:
+        stranger.send_line("register boss@example.com")
+        assert stranger.recv_type("registered")["events"] == [PUBLIC]
+        stranger.send({"type": "subscriptions"})
+        assert stranger.recv_type("subscriptions")["events"] == [PUBLIC]

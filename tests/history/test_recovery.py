@@ -191,3 +191,46 @@ async def test_a_full_log_refuses_the_publish_and_delivers_nothing() -> None:
         got = await sub.recv()  # the first thing it gets: nothing was delivered before
         assert (got["data"], got["offset"]) == (2, 1)
         nursery.cancel_scope.cancel()
+
+
+class StuckWriter:
+    """A connection whose socket takes nothing: pushes queue up."""
+
+    kind = "tcp"
+    peer = "stuck"
+
+    def frame(self, payload: Any) -> bytes:
+        return bytes(payload.line())
+
+    def send_nowait(self, data: bytes) -> int | None:
+        return None
+
+
+async def test_a_replay_cut_short_keeps_its_floor_for_the_resume_position() -> None:
+    # The connection ends (shutdown closes its queue) while a replay waits
+    # for room: the resume position must start at the first one not queued,
+    # not at the head, or the next resume skips the rest.
+    from livenotify.history import Position
+    from livenotify.recovery import Replayer
+
+    hub = Hub(replace(CONFIG, queue_size=5))
+    epoch = hub.position.epoch
+    for i in range(50):
+        hub.publish_nowait("a", {"i": i})
+    sub = hub.attach(StuckWriter(), lambda reason: None)
+    hub.begin_recovery(sub)
+    hub.subscribe(sub, ["a"])
+    replayer = Replayer(hub, sub)
+
+    async def answer(recovery: protocol.Recovery, position: str) -> None:
+        assert recovery.recovered and recovery.replayed == 50
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(replayer.run, Since(position=Position(epoch, 0)), {"a"}, answer)
+            while len(sub.outbox) < 5:  # full: the replay now waits for room
+                await trio.lowlevel.checkpoint()
+            await trio.testing.wait_all_tasks_blocked()
+            sub.outbox.close()
+    assert replayer.cut
+    assert replayer.floor == 6, replayer.floor

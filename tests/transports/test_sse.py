@@ -102,8 +102,7 @@ def test_raw_socket_client_gets_only_its_events(server: ServerProcess) -> None:
         assert got["event"] == "furniture_created"
         data = json.loads(got["data"])
         assert data["furniture_id"] == "1" and data["id"] == ack["id"]
-        if "offset" in data:  # positions, once the hub assigns them
-            assert got["id"] == f"{data['epoch']}:{data['offset']}"
+        assert got["id"] == f"{data['epoch']}:{data['offset']}"
     finally:
         client.close()
 
@@ -214,3 +213,29 @@ def test_a_client_that_keeps_sending_is_closed(server: ServerProcess) -> None:
                 client.block()
     finally:
         client.close()
+
+
+def test_last_event_id_replays_what_the_stream_missed(server: ServerProcess) -> None:
+    # An EventSource reconnects with the last id it saw: the stream resumes
+    # exactly from there (a `subscribed` event, the missed ones, then live).
+    first = SseSocket(server.ws_port, "/sse?events=furniture_updated")
+    try:
+        assert first.status == 200
+        welcome = json.loads(first.event()["data"])
+        head = welcome["position"]
+    finally:
+        first.close()
+    acks = [publish(server.ws_port, "/publish/furniture_updated", {"n": n}) for n in range(3)]
+    resumed = SseSocket(
+        server.ws_port, "/sse?events=furniture_updated", f"Last-Event-ID: {head}\r\n"
+    )
+    try:
+        assert resumed.status == 200 and resumed.event()["event"] == "welcome"
+        subscribed = resumed.event()
+        assert subscribed["event"] == "subscribed"
+        assert json.loads(subscribed["data"])["recovered"] is True
+        got = [resumed.event() for _ in range(3)]
+        assert [json.loads(e["data"])["n"] for e in got] == [0, 1, 2]
+        assert [e["id"].split(":")[1] for e in got] == [str(a["offset"]) for a in acks]
+    finally:
+        resumed.close()
