@@ -123,6 +123,8 @@ class Enrolment:
             sub.id, email, len(restored), confirmed, resume,
         )  # fmt: skip
         registered = tuple(sorted(self._explicit))
+        # What this connection already receives live is not replayed again.
+        missed = sorted(set(self._explicit) - sub.events)
         if not resume:
             self.hub.subscribe(sub, restored)
             await self._send(protocol.Registered(email, registered, confirmed))
@@ -132,7 +134,7 @@ class Enrolment:
         async def answer(recovery: protocol.Recovery, _position: str) -> None:
             await self._send(protocol.Registered(email, registered, confirmed, recovery))
 
-        await self._recover(sorted(self._explicit), since, answer)
+        await self._recover(missed, since, answer)
 
     def _admit(self, email: str) -> None:
         """The registration limits: per connection, then per client."""

@@ -36,6 +36,16 @@ from .outbox import Outbox
 log = logging.getLogger(__name__)
 
 
+class _Buffer(list[Payload]):
+    """A recovering subscriber's live deliveries, and their size in bytes."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+
 #: ``observer(event, sent)``, called after every publish this process made.
 PublishObserver = Callable[[str, Sent], None]
 
@@ -79,7 +89,7 @@ class Hub:
         self.coalescer = Coalescer()
         #: Subscribers recovering history, and the live deliveries buffered
         #: for each meanwhile (see :meth:`begin_recovery`).
-        self._recovering: dict[Subscriber, list[Payload]] = {}
+        self._recovering: dict[Subscriber, _Buffer] = {}
         #: In memory until the server gives it its own (:meth:`use`).
         self.backplane: Backplane = LocalBackplane(MemoryLog(), self.deliver_entry)
 
@@ -271,8 +281,14 @@ class Hub:
             buffer = recovering.get(sub)
             if buffer is None:
                 return self._offer(sub, payload)
-            if len(buffer) < self.config.queue_size:
+            size = len(payload.text)
+            # Bounded as the queue is: in items and in bytes.
+            if (
+                len(buffer) < self.config.queue_size
+                and buffer.nbytes + size <= self.config.limits.max_queue_bytes
+            ):
                 buffer.append(payload)
+                buffer.nbytes += size
                 buffered += 1
                 return 1
             self._refused(sub)
@@ -294,7 +310,7 @@ class Hub:
     def begin_recovery(self, sub: Subscriber) -> None:
         """Buffer ``sub``'s deliveries (bounded by the queue size; overflow is
         the slow-consumer policy) until :meth:`end_recovery`."""
-        self._recovering.setdefault(sub, [])
+        self._recovering.setdefault(sub, _Buffer())
 
     def take_buffered(self, sub: Subscriber) -> list[Payload]:
         """The deliveries buffered for ``sub`` so far, oldest first; it stays
@@ -302,7 +318,7 @@ class Hub:
         buffer = self._recovering.get(sub)
         if not buffer:
             return []
-        self._recovering[sub] = []
+        self._recovering[sub] = _Buffer()
         return buffer
 
     def buffered_floor(self, sub: Subscriber) -> int:
