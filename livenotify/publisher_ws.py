@@ -23,7 +23,6 @@ frame, the server's answer awaited) on :meth:`close`.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -85,14 +84,7 @@ class WsPublisher(Publisher):
         self._events: deque[Event] = deque()
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        if self._tls is not None:
-            try:
-                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-            except BaseException:
-                sock.close()
-                raise
-        self._sock = sock
+        sock = self._sock = self._open_socket()
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._events.clear()
         sock.sendall(self._ws.send(Request(host=self._host_header, target=self._target)))
