@@ -188,6 +188,10 @@ class Publisher:
             self._connect()
         assert self._sock is not None
         self._sock.sendall(line)
+        return self._reply()
+
+    def _reply(self) -> Published:
+        """Read up to the answer to a publish: Published, or PublishError."""
         while True:
             reply = self._read()
             if isinstance(reply, Published):

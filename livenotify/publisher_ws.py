@@ -41,7 +41,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from . import protocol
-from .protocol import Error, ProtocolError, Published
+from .protocol import ProtocolError, Published
 from .publisher import MAX_LINE, Publisher, PublishError
 from .wsurl import check_url, host_header, unsubscribed_url
 
@@ -147,15 +147,7 @@ class WsPublisher(Publisher):
             self._connect()
         assert self._sock is not None and self._ws is not None
         self._sock.sendall(self._ws.send(TextMessage(data=line.decode().rstrip("\n"))))
-        while True:
-            reply = self._read()
-            if isinstance(reply, Published):
-                return reply
-            if isinstance(reply, Error):
-                raise PublishError(reply.code, reply.message)
-            # Anything else (a goodbye, a notification) is not our answer.
-            if isinstance(reply, protocol.Goodbye):
-                raise EOFError("server is shutting down")
+        return self._reply()
 
     def _close(self) -> None:
         sock, ws = self._sock, self._ws
