@@ -158,7 +158,8 @@ class Publisher:
                         ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connect(self) -> None:
+    def _open_socket(self) -> socket.socket:
+        """A connected socket, under TLS when configured (closed on failure)."""
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         if self._tls is not None:
             try:
@@ -166,7 +167,10 @@ class Publisher:
             except BaseException:
                 sock.close()
                 raise
-        self._sock = sock
+        return sock
+
+    def _connect(self) -> None:
+        sock = self._sock = self._open_socket()
         self._file = sock.makefile("rb")
         self._read()  # the welcome
 
@@ -184,6 +188,10 @@ class Publisher:
             self._connect()
         assert self._sock is not None
         self._sock.sendall(line)
+        return self._reply()
+
+    def _reply(self) -> Published:
+        """Read up to the answer to a publish: Published, or PublishError."""
         while True:
             reply = self._read()
             if isinstance(reply, Published):

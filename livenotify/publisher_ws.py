@@ -23,7 +23,6 @@ frame, the server's answer awaited) on :meth:`close`.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from urllib.parse import urlsplit
 
@@ -42,7 +41,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from . import protocol
-from .protocol import Error, ProtocolError, Published
+from .protocol import ProtocolError, Published
 from .publisher import MAX_LINE, Publisher, PublishError
 from .wsurl import check_url, host_header, unsubscribed_url
 
@@ -85,14 +84,7 @@ class WsPublisher(Publisher):
         self._events: deque[Event] = deque()
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-        if self._tls is not None:
-            try:
-                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
-            except BaseException:
-                sock.close()
-                raise
-        self._sock = sock
+        sock = self._sock = self._open_socket()
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._events.clear()
         sock.sendall(self._ws.send(Request(host=self._host_header, target=self._target)))
@@ -155,15 +147,7 @@ class WsPublisher(Publisher):
             self._connect()
         assert self._sock is not None and self._ws is not None
         self._sock.sendall(self._ws.send(TextMessage(data=line.decode().rstrip("\n"))))
-        while True:
-            reply = self._read()
-            if isinstance(reply, Published):
-                return reply
-            if isinstance(reply, Error):
-                raise PublishError(reply.code, reply.message)
-            # Anything else (a goodbye, a notification) is not our answer.
-            if isinstance(reply, protocol.Goodbye):
-                raise EOFError("server is shutting down")
+        return self._reply()
 
     def _close(self) -> None:
         sock, ws = self._sock, self._ws

@@ -73,9 +73,10 @@ DELIVERY_WAIT = 5.0
 #: waits this long for the reader to get there before it is not exact.
 CATCH_UP_WAIT = 2.0
 
-#: KEYS: epoch, offset, stream. ARGV: fresh epoch, max length (0: none),
-#: the notification's JSON text without its closing ``}``, event, id, time.
-PUBLISH_LUA = """
+#: Lua preamble of both scripts (KEYS: epoch, offset, stream; ARGV[1]: a
+#: fresh epoch): ``epoch`` is the current one, created with an empty log if
+#: missing.
+EPOCH_LUA = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -83,7 +84,13 @@ if not epoch then
   redis.call('SET', KEYS[2], 0)
   redis.call('DEL', KEYS[3])
 end
-local offset = redis.call('INCR', KEYS[2])
+"""
+
+#: KEYS: epoch, offset, stream. ARGV: fresh epoch, max length (0: none),
+#: the notification's JSON text without its closing ``}``, event, id, time.
+PUBLISH_LUA = (
+    EPOCH_LUA
+    + """local offset = redis.call('INCR', KEYS[2])
 local text = ARGV[3] .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"}'
 local fields = {offset .. '-0', 'event', ARGV[4], 'text', text, 'id', ARGV[5],
                 'time', ARGV[6], 'epoch', epoch}
@@ -94,19 +101,11 @@ else
 end
 return {epoch, offset}
 """
+)
 
 #: KEYS: epoch, offset, stream. ARGV: fresh epoch. The epoch (created if
 #: missing) and the last offset given out.
-ENSURE_LUA = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-  redis.call('SET', KEYS[2], 0)
-  redis.call('DEL', KEYS[3])
-end
-return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
-"""
+ENSURE_LUA = EPOCH_LUA + "return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}\n"
 
 
 def fresh_epoch() -> str:

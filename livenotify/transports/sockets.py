@@ -14,6 +14,8 @@ import os
 
 import trio
 
+from .base import TransportClosed
+
 
 def raw_socket(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     """The Trio socket under a socket stream (None for TLS and others)."""
@@ -42,3 +44,30 @@ def raw_send(sock: trio.socket.SocketType | None, data: bytes) -> int | None:
         return 0
     except OSError:
         return None
+
+
+class ByteStreamWrites:
+    """``send_nowait`` and ``send_all`` of a transport whose frames are plain
+    bytes on the stream (TCP lines, SSE events); the class sets ``_stream``,
+    ``_raw`` (:func:`raw_socket`) and ``dirty``."""
+
+    __slots__ = ("_raw", "_stream", "dirty")
+    _stream: trio.abc.Stream
+    _raw: trio.socket.SocketType | None
+    dirty: bool
+
+    def send_nowait(self, data: bytes) -> int | None:
+        if self.dirty:
+            return None
+        sent = raw_send(self._raw, data)
+        if sent and sent < len(data):
+            self.dirty = True  # a frame's tail is left for the writer
+        return sent
+
+    async def send_all(self, data: bytes) -> None:
+        self.dirty = True
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed(str(exc)) from None
+        self.dirty = False

@@ -31,8 +31,8 @@ from ..config import Limits
 from ..history.positions import InvalidPosition, parse_since
 from ..payload import Payload, sse_event
 from ..protocol import ProtocolError
-from .base import PongWaiter, Transport, TransportClosed
-from .sockets import raw_send, raw_socket
+from .base import PongWaiter, Transport
+from .sockets import ByteStreamWrites, raw_socket
 
 #: Seconds between heartbeat comments (at most; ``--idle-timeout`` if shorter).
 HEARTBEAT_INTERVAL: Final = 15.0
@@ -56,10 +56,10 @@ HEAD: Final = (
 )
 
 
-class SseTransport:
+class SseTransport(ByteStreamWrites):
     """An SSE stream: written to only; the peer's EOF ends it."""
 
-    __slots__ = ("_raw", "_stream", "dirty", "peer")
+    __slots__ = ("peer",)
     kind = "sse"
     # Probed by the heartbeat, whose "ping" is a comment needing no answer.
     probes = True
@@ -88,22 +88,6 @@ class SseTransport:
 
     def frame(self, payload: Payload) -> bytes:
         return payload.sse_frame()
-
-    def send_nowait(self, data: bytes) -> int | None:
-        if self.dirty:
-            return None
-        sent = raw_send(self._raw, data)
-        if sent and sent < len(data):
-            self.dirty = True  # a message's tail is left for the writer
-        return sent
-
-    async def send_all(self, data: bytes) -> None:
-        self.dirty = True
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportClosed(str(exc)) from None
-        self.dirty = False
 
     def ping_frame(self, waiter: PongWaiter) -> bytes:
         # No answer comes back on SSE: the comment counts as answered (a

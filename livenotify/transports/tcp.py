@@ -7,8 +7,8 @@ import trio
 from .. import protocol, reasons
 from ..payload import Payload
 from ..protocol import LineDecoder, ProtocolError
-from .base import PongWaiter, TransportClosed
-from .sockets import raw_send, raw_socket
+from .base import PongWaiter
+from .sockets import ByteStreamWrites, raw_socket
 
 #: Bytes asked of the socket per read: large enough for a burst of commands,
 #: small enough that one connection's read buffer stays modest.
@@ -17,10 +17,10 @@ RECEIVE_CHUNK = 16 * 1024
 CLOSE_WRITE_TIMEOUT = 1.0
 
 
-class TcpTransport:
+class TcpTransport(ByteStreamWrites):
     """A connection on the TCP port."""
 
-    __slots__ = ("_decoder", "_raw", "_stream", "dirty", "peer")
+    __slots__ = ("_decoder", "peer")
     kind = "tcp"
     # TCP peers are often `nc`, which cannot answer an application ping.
     # Dead peers are found by TCP keepalive (set on the listening socket)
@@ -54,22 +54,6 @@ class TcpTransport:
 
     def frame(self, payload: Payload) -> bytes:
         return payload.line()
-
-    def send_nowait(self, data: bytes) -> int | None:
-        if self.dirty:
-            return None
-        sent = raw_send(self._raw, data)
-        if sent and sent < len(data):
-            self.dirty = True  # a line's tail is left for the writer
-        return sent
-
-    async def send_all(self, data: bytes) -> None:
-        self.dirty = True
-        try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportClosed(str(exc)) from None
-        self.dirty = False
 
     def ping_frame(self, waiter: PongWaiter) -> bytes | None:
         return None

@@ -22,10 +22,10 @@ import redis
 
 from tests.helpers import LineClient, LogLines, ServerProcess, running_server
 from tests.mailtools import free_tcp_port
+from tests.pg import fresh_database
 
 REDIS_DB = int(os.environ.get("LIVENOTIFY_TEST_REDIS_DB", "15"))
 SHARED_REDIS = f"redis://127.0.0.1:6379/{REDIS_DB}"
-PG_ADMIN = os.environ.get("LIVENOTIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BOUND = 30.0
 
 
@@ -110,34 +110,11 @@ def own_redis(folder: Path, *, durable: bool = True) -> Iterator[OwnRedis]:
         server.stop()
 
 
-def _pg_admin() -> Any:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        if os.environ.get("LIVENOTIFY_REQUIRE_SERVICES"):
-            pytest.fail(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A database of its own (livenotify_test_<hex>), dropped after."""
-    name = f"livenotify_test_{uuid.uuid4().hex}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with _pg_admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        return list(conn.execute(sql).fetchall())
+    with fresh_database() as url:
+        yield url
 
 
 @contextmanager

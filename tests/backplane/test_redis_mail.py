@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.backplane.services import BOUND, cluster, own_redis, pg_rows, publish
+from tests.backplane.services import BOUND, cluster, own_redis, publish
 from tests.helpers import LineClient
 from tests.mail.test_mail_e2e import worker_env
 from tests.mailtools import celery_worker, smtp_sink
+from tests.pg import rows as pg_rows
 
 CREATED, DELETED = "furniture_created", "furniture_deleted"
 PEOPLE = ("ana@scale.test", "bea@scale.test")

@@ -32,15 +32,8 @@ from tests.client.test_client import (
     pipe_client,
     terminal_client,
 )
-from tests.helpers import ROOT, LineClient, free_port, running_server
-
-
-def subscriber(port: int, event: str) -> LineClient:
-    c = LineClient("127.0.0.1", port)
-    c.recv()
-    c.send_line(f"subscribe {event}")
-    c.recv_type("subscribed")
-    return c
+from tests.client.test_publisher import subscriber
+from tests.helpers import ROOT, free_port, running_server
 
 
 def test_unsubscribed_url_replaces_any_events_parameter() -> None:

@@ -4,21 +4,18 @@ old database migrated to schema 5."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from livenotify.config import Config
 from livenotify.storage import StorageBridge
+from tests.pg import fresh_database
 
 BOUND = 30.0
-ADMIN_URL = os.environ.get("LIVENOTIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @asynccontextmanager
@@ -35,27 +32,13 @@ async def bridge_on(db: str) -> AsyncIterator[StorageBridge]:
             nursery.cancel_scope.cancel()
 
 
-def _pg_admin() -> Any:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {exc}")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "p.db")
         return
-    name = f"livenotify_test_{uuid.uuid4().hex}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with _pg_admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 async def test_position_round_trip(db: str) -> None:

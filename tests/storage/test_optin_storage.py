@@ -12,7 +12,7 @@ import trio
 
 from livenotify.config import Config
 from livenotify.storage import StorageBridge
-from tests.storage.test_storage_postgres import _admin  # skips without PostgreSQL
+from tests.pg import fresh_database
 
 BOUND = 30.0
 
@@ -22,18 +22,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(tmp_path / "s.db")
         return
-    import uuid
-
-    from tests.storage.test_storage_postgres import ADMIN_URL
-
-    name = f"livenotify_test_{uuid.uuid4().hex}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url
 
 
 async def test_outbox_only_for_confirmed_subscribers(db: str) -> None:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -20,40 +18,20 @@ from livenotify.history import EmbeddedLog, Position, Since
 from livenotify.storage import StorageBridge
 from storage_proc.schema import SCHEMA_VERSION
 from tests.helpers import LineClient, running_server, serve_command
+from tests.pg import fresh_database, rows
 from tests.storage.test_storage import ODD_TEXT
 
 psycopg = pytest.importorskip("psycopg")
 
-ADMIN_URL = os.environ.get("LIVENOTIFY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BOUND = 30.0
 #: Neither NUL nor a lone surrogate fits PostgreSQL TEXT as such.
 SURROGATE = "lone\ud800surrogate@json.test"
 
 
-def _admin() -> Any:
-    try:
-        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        if os.environ.get("LIVENOTIFY_REQUIRE_SERVICES"):  # CI: .ci/run starts one
-            pytest.fail(f"no PostgreSQL at {ADMIN_URL}: {exc}")
-        pytest.skip(f"no PostgreSQL at {ADMIN_URL}: {exc}")
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    name = f"livenotify_test_{uuid.uuid4().hex}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with _admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return list(conn.execute(sql).fetchall())
+    with fresh_database() as url:
+        yield url
 
 
 async def test_round_trip_acks_and_writer_kill(pg_url: str) -> None:
