@@ -68,9 +68,15 @@ def test_resume_while_2000_publishes_race_it() -> None:
         total = 2000
         acks: list[int] = []
 
+        held, resuming = threading.Event(), threading.Event()
+
         def publisher() -> None:
-            # Paced in chunks so that the resume below lands mid-stream.
+            # 300 before the first subscriber leaves; the other 1,700 only
+            # once the resume is under way, so that they race it.
             for chunk in range(20):
+                if chunk == 3:
+                    held.set()
+                    assert resuming.wait(30)
                 lines = "".join(
                     json.dumps({"type": "publish", "event": EVENT, "data": {"i": chunk * 100 + i}})
                     + "\n"
@@ -78,7 +84,6 @@ def test_resume_while_2000_publishes_race_it() -> None:
                 )
                 pub.sock.sendall(lines.encode())
                 acks.extend(int(pub.recv_type("published")["offset"]) for _ in range(100))
-                time.sleep(0.01)
 
         thread = threading.Thread(target=publisher, daemon=True)
         thread.start()
@@ -87,6 +92,8 @@ def test_resume_while_2000_publishes_race_it() -> None:
         assert [int(n["offset"]) for n in seen] == list(range(1, 301))
         first.close()  # gone while the publishes go on
         second, _ = client(srv)
+        assert held.wait(30) and len(acks) == 300  # the rest waits for the resume
+        resuming.set()
         reply = subscribe_since(second, f"{epoch}:{last}")
         assert reply["recovered"] is True
         rest = notifications(second, total - last)
